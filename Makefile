@@ -1,0 +1,23 @@
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test install clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m ldsr.demo --out demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 tests
+
+clean:
+	rm -rf $(VENV) demo .pytest_cache
