@@ -1,0 +1,416 @@
+"""Tests of ldsr.io: reading every format to (H, W, C) [0, 1], bit-exact round trips, bad inputs."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import tifffile
+from PIL import Image, ImageFile
+from pydicom.uid import ExplicitVRLittleEndian
+
+from ldsr.io import (
+    ImageError,
+    ImageMeta,
+    check_size,
+    list_images,
+    read_frames,
+    read_image,
+    write_image,
+)
+
+FIX = Path(__file__).resolve().parent.parent / "fixtures"
+MR_SMALL = FIX / "dicom/MR_small.dcm"
+EMRI = FIX / "dicom/emri_small.dcm"
+COLIN_PNG = FIX / "mri/colin27_z141.png"
+COLIN_NII = FIX / "nifti/colin27_crop.nii.gz"
+HISTO_PNG = FIX / "histology/cmu1sr_y2700_x0900.png"
+MRI_JPG = FIX / "mri/figshare_0_1840.jpg"
+MRI16_TIF = FIX / "tiff/mri16.tif"
+HISTO8_TIF = FIX / "tiff/histo8.tif"
+MRI16_PNG = FIX / "png16/mri16.png"
+
+
+def raw_pil(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im)
+
+
+def raw_dicom(path: Path) -> np.ndarray:
+    return pydicom.dcmread(path).pixel_array
+
+
+# --------------------------------------------------------------------------------------------- reading
+
+
+@pytest.mark.parametrize(
+    ("path", "fmt", "shape", "bits"),
+    [
+        (COLIN_PNG, "png", (217, 181, 1), 8),
+        (HISTO_PNG, "png", (150, 150, 3), 8),
+        (MRI_JPG, "jpeg", (512, 512, 1), 8),
+        (MRI16_PNG, "png", (96, 96, 1), 16),
+        (MRI16_TIF, "tiff", (64, 64, 1), 16),
+        (HISTO8_TIF, "tiff", (96, 96, 3), 8),
+        (MR_SMALL, "dicom", (64, 64, 1), 16),
+        (COLIN_NII, "nifti", (64, 64, 1), 8),
+    ],
+)
+def test_read_fixture_contract(path: Path, fmt: str, shape: tuple[int, ...], bits: int) -> None:
+    x, meta = read_image(path)
+    assert x.dtype == np.float32 and x.shape == shape
+    assert 0.0 <= x.min() and x.max() <= 1.0 and x.max() > x.min()
+    assert meta.format == fmt and meta.bit_depth == bits and meta.channels == shape[2]
+    assert meta.path == str(path)
+    # JSON-serialisable and reconstructible.
+    assert ImageMeta.from_dict(json.loads(json.dumps(meta.to_dict()))) == meta
+
+
+def test_integer_mapping_is_k_over_max() -> None:
+    x, meta = read_image(MRI16_PNG)
+    raw = raw_pil(MRI16_PNG)
+    assert meta.value_range == (0.0, 65535.0)
+    np.testing.assert_array_equal(x[:, :, 0], raw.astype(np.float32) / np.float32(65535))
+    assert len(np.unique(raw)) > 256  # real 16-bit content, not 8-bit data in disguise
+
+
+def test_dicom_meta_and_mapping() -> None:
+    x, meta = read_image(MR_SMALL)
+    raw = raw_dicom(MR_SMALL).astype(np.float64)
+    assert meta.spacing == (0.3125, 0.3125)
+    assert meta.dicom is not None and meta.dicom.stored_range == (-32768, 32767)
+    assert meta.value_range == (-32768.0, 32767.0)
+    np.testing.assert_allclose(x[:, :, 0], (raw + 32768) / 65535, atol=1e-7)
+
+
+def test_multiframe_dicom_frames_and_middle_default() -> None:
+    frames = read_frames(EMRI)
+    raw = raw_dicom(EMRI)
+    assert len(frames) == 10 and [m.frame for _, m in frames] == list(range(10))
+    for k, (x, meta) in enumerate(frames):
+        assert meta.n_frames == 10 and meta.dicom is not None and meta.dicom.bits_stored == 12
+        np.testing.assert_allclose(x[:, :, 0], raw[k] / 4095.0, atol=1e-7)
+    x, meta = read_image(EMRI)
+    assert meta.frame == 5 and any("middle frame 5 of 10" in n for n in meta.notes)
+    np.testing.assert_array_equal(x, frames[5][0])
+    assert read_image(EMRI, frame=-1)[1].frame == 9
+    with pytest.raises(ImageError, match="frame 10 out of range"):
+        read_image(EMRI, frame=10)
+
+
+def test_plain_image_gives_one_frame() -> None:
+    frames = read_frames(HISTO_PNG)
+    assert len(frames) == 1 and frames[0][1].frame is None
+
+
+def test_nifti_slices_orientation_and_spacing() -> None:
+    axial = read_frames(COLIN_NII, axis=2)
+    assert len(axial) == 8 and axial[0][0].shape == (64, 64, 1)
+    assert axial[3][1].spacing == (1.0, 1.0) and axial[3][1].frame == 3
+    # Crop slice 3 is Colin27 z=141 at x 58:122, y 110:174; the shipped PNG slice shows it at rows 43:107
+    # (anterior up), cols 58:122 (patient's left on the image left): same orientation, same values.
+    png = raw_pil(COLIN_PNG)[43:107, 58:122]
+    np.testing.assert_array_equal(np.rint(axial[3][0][:, :, 0] * 255).astype(np.uint8), png)
+    sagittal = read_frames(COLIN_NII, axis=0)
+    assert len(sagittal) == 64 and sagittal[0][0].shape == (8, 64, 1)  # rows: superior..inferior (z)
+    with pytest.raises(ValueError, match="axis must be 0, 1 or 2"):
+        read_image(COLIN_NII, axis=3)
+
+
+def test_pil_modes_are_normalised(tmp_path: Path) -> None:
+    rgb = Image.open(HISTO_PNG).convert("RGB")
+    grey = Image.open(COLIN_PNG)
+    cases = {
+        "rgba.png": (rgb.convert("RGBA"), 3, "alpha channel dropped"),
+        "la.png": (grey.convert("LA"), 1, "alpha channel dropped"),
+        "pal.png": (rgb.quantize(16), 3, "palette expanded to RGB"),
+        "bw.png": (grey.convert("1"), 1, "1-bit"),
+    }
+    for name, (im, channels, note) in cases.items():
+        im.save(tmp_path / name)
+        x, meta = read_image(tmp_path / name)
+        assert x.shape[2] == channels and meta.channels == channels, name
+        assert any(note in n for n in meta.notes), (name, meta.notes)
+    pal = rgb.quantize(16)
+    x, _ = read_image(tmp_path / "pal.png")
+    np.testing.assert_array_equal(np.rint(x * 255).astype(np.uint8), np.asarray(pal.convert("RGB")))
+
+
+def test_float_tiff_kept_or_scaled(tmp_path: Path) -> None:
+    base = raw_pil(MRI16_PNG).astype(np.float32)
+    inside = base / 65535.0
+    tifffile.imwrite(tmp_path / "unit.tif", inside)
+    x, meta = read_image(tmp_path / "unit.tif")
+    assert meta.bit_depth == 32 and meta.value_range == (0.0, 1.0)
+    np.testing.assert_array_equal(x[:, :, 0], inside)
+
+    physical = base * 0.01 - 3.0  # e.g. a quantitative map with negative values
+    tifffile.imwrite(tmp_path / "phys.tif", physical)
+    x, meta = read_image(tmp_path / "phys.tif")
+    lo, hi = float(physical.min()), float(physical.max())
+    assert meta.value_range == pytest.approx((lo, hi)) and x.min() == 0.0 and x.max() == 1.0
+    # Written back as float32 in the original range.
+    out = write_image(tmp_path / "back.tif", x, meta)
+    back = tifffile.imread(out)
+    assert back.dtype == np.float32
+    np.testing.assert_allclose(back, physical, atol=1e-5 * (hi - lo))
+
+
+# --------------------------------------------------------------------------------- bit-exact round trips
+
+
+@pytest.mark.parametrize("src", [COLIN_PNG, HISTO_PNG, MRI16_PNG])
+def test_png_round_trip_bit_exact(src: Path, tmp_path: Path) -> None:
+    x, meta = read_image(src)
+    out = write_image(tmp_path / "out.png", x, meta)
+    assert raw_pil(out).dtype == raw_pil(src).dtype
+    np.testing.assert_array_equal(raw_pil(out), raw_pil(src))
+
+
+@pytest.mark.parametrize("src", [MRI16_TIF, HISTO8_TIF])
+def test_tiff_round_trip_bit_exact(src: Path, tmp_path: Path) -> None:
+    x, meta = read_image(src)
+    out = write_image(tmp_path / "out.tif", x, meta)
+    a, b = tifffile.imread(out), tifffile.imread(src)
+    assert a.dtype == b.dtype
+    np.testing.assert_array_equal(a, b)
+
+
+def test_every_16bit_value_survives_png(tmp_path: Path) -> None:
+    allv = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    first = write_image(tmp_path / "all.png", allv)  # uint16 input defaults to 16-bit
+    x, meta = read_image(first)
+    assert meta.bit_depth == 16
+    second = write_image(tmp_path / "again.png", x, meta)
+    np.testing.assert_array_equal(raw_pil(second), allv)
+
+
+def test_dicom_round_trip_bit_exact(tmp_path: Path) -> None:
+    x, meta = read_image(MR_SMALL)
+    out = write_image(tmp_path / "out.dcm", x, meta)
+    src, ds = pydicom.dcmread(MR_SMALL), pydicom.dcmread(out)
+    np.testing.assert_array_equal(ds.pixel_array, src.pixel_array)
+    assert ds.pixel_array.dtype == src.pixel_array.dtype
+    assert ds.SOPInstanceUID != src.SOPInstanceUID and ds.SeriesInstanceUID != src.SeriesInstanceUID
+    assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+    assert ds.StudyInstanceUID == src.StudyInstanceUID
+    assert ds.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    assert ds.ImageType[0] == "DERIVED" and "ldsr" in ds.DerivationDescription
+    x2, meta2 = read_image(out)
+    np.testing.assert_array_equal(x2, x)
+    assert meta2.value_range == meta.value_range
+
+
+def test_dicom_sr_output_spacing_and_size(tmp_path: Path) -> None:
+    x, meta = read_image(MR_SMALL)
+    up = np.repeat(np.repeat(x, 2, axis=0), 2, axis=1)  # stand-in for a x2 SR output
+    ds = pydicom.dcmread(write_image(tmp_path / "sr.dcm", up, meta, scale=2))
+    assert (ds.Rows, ds.Columns) == (128, 128)
+    assert [float(v) for v in ds.PixelSpacing] == [0.15625, 0.15625]
+    assert "x2" in ds.DerivationDescription
+    with pytest.raises(ValueError, match="bit_depth 8 cannot be chosen for DICOM"):
+        write_image(tmp_path / "b.dcm", x, meta, bit_depth=8)
+
+
+def test_multiframe_dicom_each_frame_bit_exact(tmp_path: Path) -> None:
+    src = raw_dicom(EMRI)
+    for x, meta in read_frames(EMRI):
+        assert meta.frame is not None
+        ds = pydicom.dcmread(write_image(tmp_path / f"f{meta.frame}.dcm", x, meta))
+        assert int(ds.get("NumberOfFrames", 1)) == 1 and ds.BitsStored == 12
+        assert ds.pixel_array.shape == (64, 64)
+        np.testing.assert_array_equal(ds.pixel_array, src[meta.frame])
+        assert f"frame {meta.frame} of 10" in ds.DerivationDescription
+
+
+def _full_range_dicom(tmp_path: Path, photometric: str, slope: float, intercept: float) -> Path:
+    """MR_small's header over a 256x256 frame holding every signed 16-bit stored value once."""
+    ds = pydicom.dcmread(MR_SMALL)
+    values = np.arange(-32768, 32768, dtype=np.int16).reshape(256, 256)
+    ds.Rows, ds.Columns = 256, 256
+    ds.PixelData = values.tobytes()
+    ds.PhotometricInterpretation = photometric
+    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    path = tmp_path / f"full_{photometric}.dcm"
+    ds.save_as(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("photometric", "slope", "intercept"), [("MONOCHROME2", 2.5, -1024.0), ("MONOCHROME1", 0.37, 12.0)]
+)
+def test_dicom_every_16bit_value_with_rescale(
+    tmp_path: Path, photometric: str, slope: float, intercept: float
+) -> None:
+    src = _full_range_dicom(tmp_path, photometric, slope, intercept)
+    x, meta = read_image(src)
+    stored = raw_dicom(src).astype(np.float64)
+    unit = (stored + 32768) / 65535
+    if photometric == "MONOCHROME1":
+        unit = 1 - unit  # high stored value = dark
+    np.testing.assert_allclose(x[:, :, 0], unit, atol=1e-7)
+    lo, hi = -32768 * slope + intercept, 32767 * slope + intercept
+    assert meta.value_range == pytest.approx((hi, lo) if photometric == "MONOCHROME1" else (lo, hi))
+    ds = pydicom.dcmread(write_image(tmp_path / "out.dcm", x, meta))
+    np.testing.assert_array_equal(ds.pixel_array, raw_dicom(src))
+    assert ds.PhotometricInterpretation == photometric
+    assert float(ds.RescaleSlope) == slope and float(ds.RescaleIntercept) == intercept
+
+
+# ------------------------------------------------------------------------------------------ write rules
+
+
+def test_write_bit_depth_rules(tmp_path: Path) -> None:
+    x16, meta16 = read_image(MRI16_PNG)
+    assert raw_pil(write_image(tmp_path / "a.png", x16, meta16)).dtype == np.uint16  # 16-bit stays 16
+    assert raw_pil(write_image(tmp_path / "b.png", x16, meta16, bit_depth=8)).dtype == np.uint8
+    assert raw_pil(write_image(tmp_path / "c.png", x16)).dtype == np.uint8  # float, no meta: 8-bit
+    assert raw_pil(write_image(tmp_path / "d.jpg", x16, meta16)).dtype == np.uint8  # JPEG is 8-bit
+    with pytest.raises(ValueError, match="bit_depth 16 is not possible for jpeg"):
+        write_image(tmp_path / "e.jpg", x16, bit_depth=16)
+    with pytest.raises(ValueError, match="16-bit colour PNG"):
+        write_image(tmp_path / "f.png", np.zeros((4, 4, 3)), bit_depth=16)
+
+
+def test_write_clips_and_rounds_half_even(tmp_path: Path) -> None:
+    x = np.array([[-0.5, 0.5 / 255, 1.5 / 255, 2.0]], dtype=np.float64)
+    got = raw_pil(write_image(tmp_path / "r.png", x))
+    np.testing.assert_array_equal(got, [[0, 0, 2, 255]])
+
+
+def test_write_errors(tmp_path: Path) -> None:
+    x, meta = read_image(COLIN_PNG)
+    with pytest.raises(ValueError, match="DICOM output needs the metadata of a DICOM source"):
+        write_image(tmp_path / "x.dcm", x, meta)
+    with pytest.raises(ValueError, match="DICOM output needs the metadata of a DICOM source"):
+        write_image(tmp_path / "x.dcm", x)
+    with pytest.raises(ValueError, match="unsupported output format .bmp"):
+        write_image(tmp_path / "x.bmp", x)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        write_image(tmp_path / "x.png", np.full((4, 4), np.nan))
+    with pytest.raises(ValueError, match="expected an \\(H, W, C\\) image"):
+        write_image(tmp_path / "x.png", np.zeros((4, 4, 2)))
+    assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+def test_write_never_overwrites_source(tmp_path: Path) -> None:
+    src = tmp_path / "src.png"
+    src.write_bytes(COLIN_PNG.read_bytes())
+    x, meta = read_image(src)
+    with pytest.raises(ValueError, match="refusing to overwrite the source"):
+        write_image(src, x, meta)
+    assert src.read_bytes() == COLIN_PNG.read_bytes()
+
+
+# ---------------------------------------------------------------------------------- listing and sizes
+
+
+def test_list_images(tmp_path: Path) -> None:
+    (tmp_path / "sub/deeper").mkdir(parents=True)
+    (tmp_path / ".hidden").mkdir()
+    wanted = [
+        tmp_path / "a.PNG",
+        tmp_path / "b.jpg",
+        tmp_path / "sub/c.tif",
+        tmp_path / "sub/deeper/d.nii.gz",
+        tmp_path / "sub/IM0001",  # suffixless DICOM
+    ]
+    for p in wanted[:4]:
+        p.write_bytes(b"x")
+    wanted[4].write_bytes(MR_SMALL.read_bytes())
+    for p in ("notes.txt", "e.bmp", "sub/README", ".f.png.tmp.png", ".hidden/g.png"):
+        (tmp_path / p).write_bytes(b"x" * 200)
+    assert list_images(tmp_path) == sorted(wanted)
+    assert list_images(tmp_path, recursive=False) == sorted(wanted[:2])
+    assert list_images(wanted[0]) == [wanted[0]]
+    x, meta = read_image(wanted[4])
+    assert meta.format == "dicom" and x.shape == (64, 64, 1)
+    with pytest.raises(ImageError, match="no such file or folder"):
+        list_images(tmp_path / "missing")
+
+
+def test_check_size() -> None:
+    check_size(np.zeros((8, 9, 1)), "ok.png", min_side=8)
+    with pytest.raises(ImageError) as e:
+        check_size(np.zeros((7, 9, 1)), "small.png", min_side=8)
+    assert str(e.value) == "small.png: is 7x9 pixels, smaller than the minimum 8"
+
+
+# -------------------------------------------------------------------------------------------- bad input
+
+
+def _truncate(src: Path, dst: Path, keep: float = 0.5) -> Path:
+    data = src.read_bytes()
+    dst.write_bytes(data[: int(len(data) * keep)])
+    return dst
+
+
+def _nan_tiff(dst: Path, bad: float) -> Path:
+    a = np.linspace(0, 2, 64, dtype=np.float32).reshape(8, 8)
+    a[2, 3] = bad
+    tifffile.imwrite(dst, a)
+    return dst
+
+
+def _nan_dicom(dst: Path) -> Path:
+    ds = pydicom.dcmread(MR_SMALL)
+    a = raw_dicom(MR_SMALL).astype(np.float32)
+    a[5, 5] = np.nan
+    del ds.PixelData
+    for key in ("BitsStored", "HighBit", "PixelRepresentation"):
+        delattr(ds, key)
+    ds.BitsAllocated = 32
+    ds.FloatPixelData = a.tobytes()
+    ds.save_as(dst)
+    return dst
+
+
+def _bad_nifti(dst: Path) -> Path:
+    dst.write_bytes(gzip.compress(b"not a nifti header at all" * 20))
+    return dst
+
+
+def _text(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+BAD_CASES = {
+    "missing": (lambda d: d / "missing.png", "file not found"),
+    "directory": (lambda d: (d / "dir.png").mkdir() or d / "dir.png", "is a directory"),
+    "empty": (lambda d: _text(d / "empty.png", ""), "empty file"),
+    "text png": (lambda d: _text(d / "t.png", "hello\nworld\n"), "not a PNG file (could not decode"),
+    "truncated png": (lambda d: _truncate(COLIN_PNG, d / "cut.png"), "truncated or corrupt PNG data"),
+    "truncated jpeg": (lambda d: _truncate(MRI_JPG, d / "cut.jpg"), "truncated or corrupt JPEG data"),
+    "text tiff": (lambda d: _text(d / "t.tif", "hello"), "not a TIFF file"),
+    "truncated tiff": (lambda d: _truncate(MRI16_TIF, d / "cut.tif"), "truncated or corrupt TIFF data"),
+    "nan tiff": (lambda d: _nan_tiff(d / "nan.tif", np.nan), "contains NaN or inf values"),
+    "inf tiff": (lambda d: _nan_tiff(d / "inf.tif", np.inf), "contains NaN or inf values"),
+    "text dicom": (lambda d: _text(d / "t.dcm", "hello" * 40), "not a DICOM file"),
+    "truncated dicom": (lambda d: _truncate(MR_SMALL, d / "cut.dcm"), "truncated or corrupt DICOM"),
+    "nan dicom": (lambda d: _nan_dicom(d / "nan.dcm"), "contains NaN or inf values"),
+    "bad nifti": (lambda d: _bad_nifti(d / "bad.nii.gz"), "not a NIfTI file"),
+    "truncated nifti": (lambda d: _truncate(COLIN_NII, d / "cut.nii.gz"), "truncated or corrupt NIfTI data"),
+    "bmp": (lambda d: _text(d / "x.bmp", "BM" * 50), "unsupported format .bmp (supported: .png"),
+    "no suffix": (lambda d: _text(d / "README", "x" * 99), "unsupported format (no suffix, no DICOM preamble)"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CASES))
+def test_bad_input_raises_one_line_image_error(case: str, tmp_path: Path) -> None:
+    make, reason = BAD_CASES[case]
+    path = make(tmp_path)
+    with pytest.raises(ImageError) as e:
+        read_image(path)
+    message = str(e.value)
+    assert isinstance(e.value, ValueError)
+    assert message.startswith(f"{path}: ") and reason in message, message
+    assert "\n" not in message and message.count(str(path)) == 1
+
+
+def test_truncated_images_are_not_loaded_silently() -> None:
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False
