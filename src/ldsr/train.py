@@ -1,0 +1,628 @@
+"""The one training loop (accelerate) for every model that follows the Model protocol of ARCHITECTURE.md.
+
+AdamW with linear warm-up and a constant or cosine schedule, EMA weights, gradient clipping, gradient
+accumulation, mixed precision, an optional discriminator with its own optimizer (generator and
+discriminator steps alternate on each batch), periodic validation (PSNR / SSIM of the EMA weights via
+`model.predict`, measured by `ldsr.metrics`), a CSV log (+ TensorBoard when installed) and checkpoints
+(ldsr.checkpoint) that resume exactly: the data order is a function of the step (ldsr.data), and the
+optimizer / scheduler / EMA / RNG states are stored as safetensors + JSON (no pickle).
+
+Single process only: the models are driven through their own methods (training_loss, predict), not through
+a DDP-wrapped forward, so multi-GPU runs are refused rather than silently unsynchronised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io as _io
+import math
+import random
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from ldsr.config import RunConfig
+
+Precision = Literal["no", "fp16", "bf16"]
+Schedule = Literal["constant", "cosine"]
+
+
+@dataclass
+class TrainConfig:
+    """The `train:` section of a run config."""
+
+    steps: int = 1000  # optimizer steps
+    batch_size: int = 8
+    lr: float = 1e-4
+    disc_lr: float | None = None  # discriminator learning rate; None: `lr`
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    warmup_steps: int = 0  # linear warm-up from lr / warmup_steps to lr
+    lr_schedule: Schedule = "constant"  # after warm-up: constant, or cosine decay to min_lr_ratio * lr
+    min_lr_ratio: float = 0.0
+    ema_decay: float = 0.999  # 0 disables the EMA (ema.safetensors then holds the raw weights)
+    ema_start: int = 0  # steps before the EMA starts averaging (until then it copies the weights)
+    grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
+    precision: Precision = "no"  # mixed precision (fp16 / bf16 need a GPU)
+    grad_accum: int = 1  # micro-batches per optimizer step
+    ckpt_every: int = 1000  # checkpoint every N steps (and always at the end)
+    keep_last: int = 0  # keep only the newest N checkpoints; 0 keeps all
+    val_every: int = 500  # validate every N steps (0: never) and at the end
+    log_every: int = 10  # CSV / progress-bar row every N steps
+    run_dir: str = "runs/default"  # log.csv, checkpoints/, tensorboard/
+    seed: int | None = None  # None: the run's top-level `seed`
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "grad_accum"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "ema_start", "ckpt_every", "keep_last", "val_every", "log_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if not self.lr > 0 or (self.disc_lr is not None and not self.disc_lr > 0):
+            raise ValueError(f"train.lr and train.disc_lr must be > 0, got {self.lr}, {self.disc_lr}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if self.grad_clip < 0 or self.weight_decay < 0:
+            raise ValueError("train.grad_clip and train.weight_decay must be >= 0")
+        if not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"train.betas must lie in [0, 1), got {self.betas}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# schedule, EMA, RNG
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Multiplier of the base LR for optimizer step `step` (0-based): (step + 1) / warmup during warm-up,
+    then 1 (constant) or a half cosine from 1 to `min_lr_ratio` over the remaining steps."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "constant":
+        return 1.0
+    span = max(1, cfg.steps - cfg.warmup_steps)
+    t = min(1.0, (step - cfg.warmup_steps) / span)
+    return cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+class EMA:
+    """Exponential moving average of a model's state: shadow = decay * shadow + (1 - decay) * weight for
+    trainable floating-point parameters once `step > start`; every other entry (buffers, frozen weights)
+    and every entry before `start` is copied."""
+
+    def __init__(self, model: nn.Module, decay: float, start: int = 0) -> None:
+        self.decay = float(decay)
+        self.start = int(start)
+        self.shadow: dict[str, torch.Tensor] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.tracked = {n for n, p in model.named_parameters(remove_duplicate=False) if p.requires_grad}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        for k, v in model.state_dict().items():
+            s = self.shadow[k]
+            if step > self.start and k in self.tracked and s.is_floating_point():
+                s.mul_(self.decay).add_(v.detach().to(s.dtype), alpha=1.0 - self.decay)
+            else:
+                s.copy_(v)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.shadow
+
+    def load_state_dict(self, sd: Mapping[str, torch.Tensor]) -> None:
+        missing = set(self.shadow) - set(sd)
+        unexpected = set(sd) - set(self.shadow)
+        if missing or unexpected:
+            raise ValueError(f"EMA state does not match the model: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
+        for k, v in sd.items():
+            self.shadow[k].copy_(v)
+
+    @contextlib.contextmanager
+    def applied(self, model: nn.Module) -> Iterator[nn.Module]:
+        """Temporarily load the EMA weights into `model`."""
+        backup = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(self.shadow)
+        try:
+            yield model
+        finally:
+            model.load_state_dict(backup)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    st: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def set_rng_state(st: Mapping[str, Any]) -> None:
+    v = st["python"]
+    random.setstate((v[0], tuple(v[1]), v[2]))
+    n = st["numpy"]
+    np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), int(n[2]), int(n[3]), float(n[4])))
+    torch.set_rng_state(st["torch"].cpu())
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([t.cpu() for t in st["cuda"]])
+
+
+@contextlib.contextmanager
+def isolated_rng(seed: int) -> Iterator[None]:
+    """Run a block with fixed seeds without disturbing the training RNG streams (python, numpy, torch)."""
+    py, npy = random.getstate(), np.random.get_state()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        seed_everything(seed)
+        try:
+            yield
+        finally:
+            random.setstate(py)
+            np.random.set_state(npy)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# building models
+
+
+def load_autoencoder(path: str, channels: int) -> nn.Module:
+    """A trained autoencoder (EMA weights) from its checkpoint folder / run dir, for latent SR."""
+    from ldsr.autoencoder import AutoencoderConfig, build_model
+    from ldsr.checkpoint import load_weights
+    from ldsr.config import from_dict
+
+    state, run = load_weights(path, ema=True)
+    if run.get("task") != "autoencoder" or "autoencoder" not in run:
+        raise ValueError(f"sr.autoencoder {path}: not an autoencoder checkpoint (task {run.get('task')!r})")
+    if run.get("channels") != channels:
+        raise ValueError(f"sr.autoencoder {path}: has {run.get('channels')} channels, the run has {channels}")
+    ae = build_model(from_dict(AutoencoderConfig, run["autoencoder"], "autoencoder"), channels)
+    ae.load_state_dict(state)
+    return ae
+
+
+def load_init_weights(model: nn.Module, path: str, prefix: str = "") -> None:
+    """Initialise `model` from a checkpoint's EMA weights; keys of `model` the checkpoint lacks (e.g. a new
+    discriminator) keep their initialisation; shape mismatches are errors."""
+    from ldsr.checkpoint import load_weights
+
+    state, _ = load_weights(path, ema=True)
+    own = model.state_dict()
+    use = {k: v for k, v in state.items() if k in own and (not prefix or k.startswith(prefix))}
+    if not use:
+        raise ValueError(f"init_from {path}: no weights match the model")
+    bad = [k for k, v in use.items() if v.shape != own[k].shape]
+    if bad:
+        raise ValueError(f"init_from {path}: shape mismatch for {bad[:5]}")
+    model.load_state_dict(use, strict=False)
+
+
+def build_from_config(cfg: "RunConfig") -> nn.Module:
+    """The model of `cfg.task`, through its module's `build_model` (imported lazily)."""
+    cfg.resolve()
+    if cfg.task == "autoencoder":
+        from ldsr.autoencoder import build_model as build_ae
+
+        return build_ae(cfg.autoencoder, cfg.channels)
+    if cfg.task == "baseline":
+        from ldsr.baselines import build_model as build_baseline
+
+        model = build_baseline(cfg.baseline, cfg.channels, cfg.scale)
+        if cfg.baseline.init_from:
+            load_init_weights(model, cfg.baseline.init_from, prefix="generator.")
+        return model
+    if cfg.task == "sr":
+        from ldsr.sr import build_model as build_sr
+
+        ae = None
+        if getattr(cfg.sr, "space", "latent") == "latent":
+            if not cfg.sr.autoencoder:
+                raise ValueError("sr.autoencoder: latent SR needs the checkpoint of a trained autoencoder")
+            ae = load_autoencoder(cfg.sr.autoencoder, cfg.channels)
+        return build_sr(cfg.sr, cfg.channels, cfg.scale, autoencoder=ae)
+    raise ValueError(f"unknown task {cfg.task!r}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# logging
+
+
+class RunLog:
+    """log.csv (rewritten atomically at each row; columns grow as new keys appear) + optional TensorBoard."""
+
+    def __init__(self, run_dir: Path, resume_step: int | None) -> None:
+        self.path = run_dir / "log.csv"
+        self.rows: list[dict[str, Any]] = []
+        self.columns: list[str] = ["step", "loss", "lr"]
+        if resume_step is not None and self.path.is_file():
+            with open(self.path, newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                for c in reader.fieldnames or []:
+                    if c not in self.columns:
+                        self.columns.append(c)
+                self.rows = [r for r in reader if r.get("step") and int(r["step"]) <= resume_step]
+        self.tb: Any = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter  # needs the optional `tensorboard` package
+
+            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+        except Exception:  # noqa: BLE001 - optional: pip install tensorboard
+            self.tb = None
+
+    def add(self, row: dict[str, Any]) -> None:
+        for k in row:
+            if k not in self.columns and k != "seconds":
+                self.columns.append(k)
+        self.rows.append(row)
+        cols = [c for c in self.columns if c != "seconds"] + ["seconds"]
+        buf = _io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=cols, restval="", extrasaction="ignore", lineterminator="\n")
+        w.writeheader()
+        for r in self.rows:
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+        from ldsr.io import atomic_path
+
+        with atomic_path(self.path) as tmp:
+            tmp.write_text(buf.getvalue(), encoding="utf-8")
+        if self.tb is not None:
+            for k, v in row.items():
+                if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
+                    self.tb.add_scalar(k, v, int(row["step"]))
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# validation
+
+
+@torch.no_grad()
+def validate(
+    model: nn.Module, items: Any, *, device: torch.device, batch_size: int, crop_border: int, seed: int
+) -> dict[str, float]:
+    """Mean PSNR / SSIM (ldsr.metrics, data_range 1, Y channel for RGB) of `model.predict` on `items`."""
+    from ldsr.metrics import psnr, ssim
+    from ldsr.tensor import to_array
+
+    was_training = model.training
+    model.eval()
+    scores: dict[str, list[float]] = {"val_psnr": [], "val_ssim": []}
+    try:
+        with isolated_rng(seed):
+            for i in range(0, len(items), batch_size):
+                chunk = [items[j] for j in range(i, min(i + batch_size, len(items)))]
+                batch = {
+                    "hr": torch.stack([c["hr"] for c in chunk]).to(device),
+                    "lr": torch.stack([c["lr"] for c in chunk]).to(device),
+                    "name": [c["name"] for c in chunk],
+                }
+                pred = model.predict(batch).float()
+                for p, h in zip(pred, batch["hr"]):
+                    a, b = to_array(p), to_array(h)
+                    y = a.shape[2] == 3
+                    border = crop_border if min(a.shape[:2]) - 2 * crop_border >= 11 else 0
+                    scores["val_psnr"].append(psnr(a, b, data_range=1.0, crop_border=border, y_channel=y))
+                    scores["val_ssim"].append(ssim(a, b, data_range=1.0, crop_border=border, y_channel=y))
+    finally:
+        model.train(was_training)
+    return {k: float(np.mean(v)) for k, v in scores.items() if v}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the loop
+
+
+@contextlib.contextmanager
+def _frozen(params: list[nn.Parameter]) -> Iterator[None]:
+    flags = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, f in zip(params, flags):
+            p.requires_grad_(f)
+
+
+def _to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+
+
+def _prune(ckpt_dir: Path, keep_last: int) -> None:
+    if keep_last <= 0:
+        return
+    from ldsr.checkpoint import latest_checkpoint
+
+    latest = latest_checkpoint(ckpt_dir)
+    folders = sorted(p for p in ckpt_dir.glob("step_*") if p.is_dir())
+    for p in folders[:-keep_last]:
+        if p != latest:
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def train(
+    cfg: "RunConfig",
+    *,
+    resume: bool = False,
+    model: nn.Module | None = None,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> Path:
+    """Train `cfg.task`'s model (or the given `model`) and return the final checkpoint folder.
+
+    `resume` continues from `run_dir/checkpoints/latest` exactly as if the run had not stopped. A fresh run
+    refuses a run_dir that already holds checkpoints. `stop_after` ends this call after that many steps
+    (with a checkpoint), as an interruption would.
+    """
+    from accelerate import Accelerator
+    from torch.utils.data import DataLoader
+
+    from ldsr import checkpoint as ck
+    from ldsr.config import to_dict
+    from ldsr.data import SampleStream, build_train_dataset, build_val_dataset
+
+    if model is None:
+        cfg.resolve()
+    tc = cfg.train
+    seed = cfg.seed if tc.seed is None else tc.seed
+    run_dir = Path(tc.run_dir)
+    ckpt_dir = run_dir / ck.CHECKPOINTS_DIR
+    resume_from: Path | None = None
+    if resume:
+        resume_from = ck.latest_checkpoint(run_dir)
+        if resume_from is None:
+            raise ValueError(f"--resume: no checkpoint in {ckpt_dir} (nothing to resume)")
+    elif ck.latest_checkpoint(run_dir) is not None:
+        raise ValueError(
+            f"{run_dir} already holds checkpoints: pass --resume to continue, or set train.run_dir to a new folder"
+        )
+
+    seed_everything(seed)
+    accelerator = Accelerator(
+        mixed_precision=tc.precision, gradient_accumulation_steps=tc.grad_accum, cpu=not torch.cuda.is_available()
+    )
+    if accelerator.num_processes > 1:
+        raise ValueError("ldsr train runs in one process (one GPU); multi-process launches are not supported")
+    device = accelerator.device
+
+    # --- data ---
+    train_ds = build_train_dataset(cfg.data, channels=cfg.channels, scale=cfg.scale, seed=seed)
+    val_items = build_val_dataset(cfg.data, channels=cfg.channels, scale=cfg.scale, seed=seed)
+
+    # --- model and optimizers ---
+    net = build_from_config(cfg) if model is None else model
+    for name in ("training_loss", "predict"):
+        if not callable(getattr(net, name, None)):
+            raise ValueError(f"model {type(net).__name__} lacks {name}() of the Model protocol")
+    disc: nn.Module | None = getattr(net, "discriminator", None) if hasattr(net, "discriminator_loss") else None
+    disc_params = [p for p in disc.parameters() if p.requires_grad] if disc is not None else []
+    disc_ids = {id(p) for p in disc_params}
+    gen_params = [p for p in net.parameters() if p.requires_grad and id(p) not in disc_ids]
+    if not gen_params:
+        raise ValueError(f"model {type(net).__name__} has no trainable parameters")
+    opt = torch.optim.AdamW(gen_params, lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay)
+    opt_d = (
+        torch.optim.AdamW(disc_params, lr=tc.disc_lr or tc.lr, betas=tc.betas, weight_decay=tc.weight_decay)
+        if disc_params
+        else None
+    )
+    schedule: Callable[[int], float] = lambda s: lr_factor(s, tc)  # noqa: E731
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, schedule) if opt_d is not None else None
+    if opt_d is not None:
+        wrapped, opt, opt_d = accelerator.prepare(net, opt, opt_d)
+    else:
+        wrapped, opt = accelerator.prepare(net, opt)
+    net = accelerator.unwrap_model(wrapped)
+    ema = EMA(net, tc.ema_decay, tc.ema_start) if tc.ema_decay > 0 else None
+
+    config_dict = to_dict(cfg)
+    model_config = net.config_dict() if callable(getattr(net, "config_dict", None)) else None
+    extra_meta: dict[str, Any] = {}
+    if model is None and cfg.task == "sr" and getattr(cfg.sr, "space", None) == "latent" and cfg.sr.autoencoder:
+        # The autoencoder's weights are inside the SR model's state; its config (as the run's `autoencoder`
+        # section, which ldsr.pipeline rebuilds it from) makes the checkpoint self-contained.
+        ae_run = ck.read_config(cfg.sr.autoencoder)
+        extra_meta["autoencoder_config"] = ae_run
+        config_dict["autoencoder"] = ae_run["autoencoder"]
+
+    # --- resume ---
+    step = 0
+    seconds_before = 0.0
+    state_rng: Mapping[str, Any] | None = None
+    if resume_from is not None:
+        raw, _ = ck.load_weights(resume_from, ema=False)
+        net.load_state_dict(raw)
+        if ema is not None:
+            ema_sd, _ = ck.load_weights(resume_from, ema=True)
+            ema.load_state_dict({k: v.to(device) for k, v in ema_sd.items()})
+        st = ck.load_state(resume_from)
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+        if opt_d is not None and sched_d is not None:
+            opt_d.load_state_dict(st["optimizer_d"])
+            sched_d.load_state_dict(st["scheduler_d"])
+        trainer = st["trainer"]
+        step = int(trainer["step"])
+        seconds_before = float(trainer.get("seconds", 0.0))
+        if trainer.get("scaler") is not None and accelerator.scaler is not None:
+            accelerator.scaler.load_state_dict(trainer["scaler"])
+        state_rng = trainer["rng"]
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = RunLog(run_dir, step if resume_from is not None else None)
+    crop_border = 0 if cfg.task == "autoencoder" else cfg.scale
+    # autoencoders built here get their latent scale measured (on the EMA weights) after the last step
+    measure_scale = model is None and cfg.task == "autoencoder" and hasattr(net, "scale_factor")
+
+    def save(at: int, seconds: float, extra: Mapping[str, Any] | None = None) -> Path:
+        trainer_state = {
+            "step": at,
+            "samples": at * tc.grad_accum * tc.batch_size,
+            "seconds": seconds,
+            "rng": rng_state(),
+            "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
+        }
+        state: dict[str, Any] = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "trainer": trainer_state}
+        if opt_d is not None and sched_d is not None:
+            state["optimizer_d"] = opt_d.state_dict()
+            state["scheduler_d"] = sched_d.state_dict()
+        folder = ck.save_checkpoint(
+            ckpt_dir / ck.checkpoint_name(at),
+            model=net,
+            ema=ema.state_dict() if ema is not None else None,
+            config=config_dict,
+            model_config=model_config,
+            step=at,
+            extra_state=state,
+            metadata={**extra_meta, **(extra or {})},
+        )
+        _prune(ckpt_dir, tc.keep_last)
+        return folder
+
+    def run_validation(at: int) -> dict[str, float]:
+        if val_items is None:
+            return {}
+        ctx = ema.applied(net) if ema is not None else contextlib.nullcontext(net)
+        with ctx:
+            return validate(net, val_items, device=device, batch_size=tc.batch_size, crop_border=crop_border, seed=seed)
+
+    # --- data stream: sample numbers continue from the step (exact resume) ---
+    loader = DataLoader(
+        train_ds,
+        batch_size=tc.batch_size,
+        sampler=SampleStream(step * tc.grad_accum * tc.batch_size),
+        num_workers=cfg.data.num_workers,
+        generator=torch.Generator().manual_seed(seed),  # keeps the global torch RNG untouched
+        pin_memory=device.type == "cuda",
+        persistent_workers=cfg.data.num_workers > 0,
+    )
+    batches = iter(loader)
+    if state_rng is not None:
+        set_rng_state(state_rng)
+
+    start_step = step
+    t0 = time.perf_counter()
+    end = tc.steps if stop_after is None else min(tc.steps, start_step + stop_after)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=tc.steps, initial=step, desc=f"train {cfg.task}", dynamic_ncols=True, file=sys.stderr)
+    sums: dict[str, float] = {}
+    count = 0
+    last_saved = step if resume_from is not None else -1
+    net.train()
+    try:
+        while step < end:
+            step_logs: dict[str, float] = {}
+            for _ in range(tc.grad_accum):
+                batch = _to_device(next(batches), device)
+                with accelerator.accumulate(wrapped):
+                    with _frozen(disc_params), accelerator.autocast():
+                        loss, logs = net.training_loss(batch)
+                    if not torch.isfinite(loss.detach()):
+                        raise FloatingPointError(f"loss is {loss.item()} at step {step + 1}; lower train.lr or check the data")
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and tc.grad_clip > 0:
+                        if opt_d is None:
+                            accelerator.clip_grad_norm_(gen_params, tc.grad_clip)
+                        else:
+                            accelerator.unscale_gradients(opt)
+                            torch.nn.utils.clip_grad_norm_(gen_params, tc.grad_clip)
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
+                    for k, v in logs.items():
+                        if k != "loss":
+                            step_logs[k] = step_logs.get(k, 0.0) + float(v) / tc.grad_accum
+                    step_logs["loss"] = step_logs.get("loss", 0.0) + float(loss.detach()) / tc.grad_accum
+                    if opt_d is not None:
+                        with _frozen(gen_params), accelerator.autocast():
+                            d_loss, d_logs = net.discriminator_loss(batch)  # type: ignore[operator]
+                        accelerator.backward(d_loss)
+                        if accelerator.sync_gradients and tc.grad_clip > 0:
+                            accelerator.unscale_gradients(opt_d)
+                            torch.nn.utils.clip_grad_norm_(disc_params, tc.grad_clip)
+                        opt_d.step()
+                        opt_d.zero_grad(set_to_none=True)
+                        for k, v in d_logs.items():
+                            step_logs[k] = step_logs.get(k, 0.0) + float(v) / tc.grad_accum
+            lr_now = opt.param_groups[0]["lr"]
+            step += 1
+            sched.step()
+            if sched_d is not None:
+                sched_d.step()
+            if ema is not None:
+                ema.update(net, step)
+            for k, v in step_logs.items():
+                sums[k] = sums.get(k, 0.0) + v
+            count += 1
+            seconds = seconds_before + time.perf_counter() - t0
+            do_val = tc.val_every > 0 and step % tc.val_every == 0
+            do_log = (tc.log_every > 0 and step % tc.log_every == 0) or do_val or step == tc.steps
+            if do_log:
+                row: dict[str, Any] = {"step": step, "lr": lr_now}
+                row.update({k: v / max(count, 1) for k, v in sums.items()})
+                if do_val or step == tc.steps:
+                    row.update(run_validation(step))
+                row["seconds"] = round(seconds, 3)
+                log.add(row)
+                sums, count = {}, 0
+                if bar is not None:
+                    bar.set_postfix({k: f"{row[k]:.4g}" for k in ("loss", "lr", "val_psnr") if k in row})
+            if bar is not None:
+                bar.update(1)
+            if (tc.ckpt_every > 0 and step % tc.ckpt_every == 0) or step == end:
+                if not (measure_scale and step == tc.steps):  # that one is saved below, with the scale
+                    save(step, seconds)
+                    last_saved = step
+    finally:
+        if bar is not None:
+            bar.close()
+        log.close()
+
+    seconds = seconds_before + time.perf_counter() - t0
+    if measure_scale and step == tc.steps:
+        # The latent scale (1 / std of the training latents) of the weights that will be used: the EMA's.
+        scale = _measure_latent_scale(net, ema, train_ds, tc.batch_size, device)
+        return save(step, seconds, {"scale_factor": scale})
+    if last_saved != step:
+        return save(step, seconds)
+    return ckpt_dir / ck.checkpoint_name(step)
+
+
+def _measure_latent_scale(net: nn.Module, ema: EMA | None, ds: Any, batch_size: int, device: torch.device) -> float:
+    from ldsr.autoencoder import measure_scale_factor
+
+    n = min(len(ds), 64)
+    batches = [
+        torch.stack([ds[k]["hr"] for k in range(i, min(i + batch_size, n))]).to(device) for i in range(0, n, batch_size)
+    ]
+    with isolated_rng(0):
+        ctx = ema.applied(net) if ema is not None else contextlib.nullcontext(net)
+        with ctx:
+            scale = float(measure_scale_factor(net, batches))  # type: ignore[arg-type]
+    net.scale_factor.fill_(scale)  # type: ignore[operator, union-attr]
+    if ema is not None and "scale_factor" in ema.shadow:
+        ema.shadow["scale_factor"].fill_(scale)
+    return scale
