@@ -1,0 +1,149 @@
+"""`ldsr upscale` and `ldsr models`: super-resolve LR images with a trained or shipped model."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import typer
+
+
+class Sampler(StrEnum):
+    ddpm = "ddpm"
+    ddim = "ddim"
+    dpmpp = "dpmpp"
+
+
+class ReduceChoice(StrEnum):
+    mean = "mean"
+    median = "median"
+    none = "none"
+
+
+class Device(StrEnum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+def _out_path(src: Path, root: Path | None, out: Path, single: bool) -> Path:
+    """Output path: OUT itself for one file with a suffix, else OUT/<relative name>.png (.dcm for DICOM)."""
+    from ldsr.io import _suffix_of  # noqa: PLC2701 - the one place that knows '.nii.gz'
+
+    suffix = ".dcm" if _suffix_of(src) in (".dcm", "") else ".png"
+    if single and out.suffix:
+        return out
+    rel = src.relative_to(root) if root is not None else Path(src.name)
+    name = rel.name[: -len(_suffix_of(src))] if _suffix_of(src) else rel.name
+    return out / rel.parent / (name + suffix)
+
+
+def _match_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """Grey -> RGB by repetition; RGB -> grey by BT.601 luminance weights."""
+    if image.shape[2] == channels:
+        return image
+    if channels == 3:
+        return np.repeat(image, 3, axis=2)
+    return (image @ np.array([0.299, 0.587, 0.114], dtype=np.float32))[:, :, None]
+
+
+def _pick_model(channels: int, scale: int | None) -> str:
+    from ldsr.pipeline import shipped_models
+    from ldsr.checkpoint import read_config
+
+    fits = []
+    for name, path in shipped_models().items():
+        cfg = read_config(path)
+        if cfg["channels"] == channels and (scale is None or cfg["scale"] == scale):
+            fits.append((cfg["scale"] != 4, name))  # prefer x4 when no scale is given
+    if not fits:
+        raise ValueError(
+            f"no shipped model for {channels}-channel images at x{scale or 'any'}; pass -m CHECKPOINT "
+            "(train one with `ldsr train sr`)"
+        )
+    return sorted(fits)[0][1]
+
+
+def upscale_command(
+    input: Path = typer.Option(..., "-i", "--input", help="An LR image or a folder of them (recursive)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output file (one input) or folder."),
+    model: Optional[str] = typer.Option(
+        None, "-m", "--model", show_default="shipped model by channels and scale",
+        help="Checkpoint folder / run dir / .safetensors, a shipped model name, or 'bicubic'.",
+    ),
+    scale: Optional[int] = typer.Option(None, "--scale", show_default="the model's", help="SR factor."),
+    sampler: Optional[Sampler] = typer.Option(None, "--sampler", show_default="the model's (dpmpp)"),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, show_default="the model's (50)",
+                                        help="Sampler steps (ignored by ddpm, which walks all T)."),
+    eta: Optional[float] = typer.Option(None, "--eta", show_default="the model's (0)", help="DDIM eta."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the sampler noise: the same seed gives the same image."),
+    samples: int = typer.Option(1, "--samples", min=1, help="Samples drawn per input."),
+    reduce: ReduceChoice = typer.Option(ReduceChoice.mean, "--reduce", help="How samples are combined."),
+    std_map: bool = typer.Option(False, "--std-map/--no-std-map",
+                                 help="Also write the per-pixel std over samples (<name>_std.png)."),
+    device: Device = typer.Option(Device.cpu, "--device", help="Where the network runs."),
+) -> None:
+    """Super-resolve LR images; 1-channel and 16-bit stay so; DICOM in gives DICOM out."""
+    from ldsr.batch import run_batch
+    from ldsr.io import list_images, read_image, write_image
+    from ldsr.pipeline import load
+
+    if not input.exists():
+        typer.echo(f"error: {input}: no such file or folder", err=True)
+        raise typer.Exit(2)
+    single = input.is_file()
+    files = [input] if single else list_images(input)
+    if not files:
+        typer.echo(f"error: {input}: no supported images found", err=True)
+        raise typer.Exit(2)
+    try:
+        if model is None:
+            first, _ = read_image(files[0])
+            model = _pick_model(first.shape[2], scale)
+            typer.echo(f"model: {model} (shipped)")
+        up = load(model, scale=scale, device=str(device))
+    except ValueError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+
+    def one(path: Path) -> Path:
+        image, meta = read_image(path)
+        image = _match_channels(image, up.channels)
+        res = up.upscale(image, sampler=None if sampler is None else str(sampler), steps=steps, eta=eta,
+                         seed=seed, samples=samples, reduce=str(reduce))  # type: ignore[arg-type]
+        dst = _out_path(path, None if single else input, output, single)
+        if dst.resolve() == path.resolve():
+            raise ValueError(f"{path}: output would overwrite the input")
+        sr = res.image if reduce != "none" or res.samples is None else res.samples[0]
+        write_image(dst, sr, meta, scale=up.scale)  # keeps bit depth; DICOM: spacing / scale
+        if reduce == "none" and res.samples is not None:
+            for k, s in enumerate(res.samples[1:], start=1):
+                write_image(dst.with_name(f"{dst.stem}_s{k}{dst.suffix}"), s, meta, scale=up.scale)
+        if std_map and res.std is not None:
+            # std of [0, 1] images is at most 0.5: stretch x2 so the map uses the whole grey range.
+            write_image(dst.with_name(f"{dst.stem}_std.png"), np.clip(res.std * 2.0, 0, 1), bit_depth=8)
+        return dst
+
+    result = run_batch(files, one, desc="upscale", progress=True)
+    typer.echo(f"upscale ({up.name}, x{up.scale}): {result.summary().splitlines()[0]} -> {output}")
+    raise typer.Exit(result.exit_code)
+
+
+def models_command() -> None:
+    """List the shipped models with their cards."""
+    from ldsr.pipeline import shipped_models
+
+    models = shipped_models()
+    if not models:
+        typer.echo("no shipped models installed (models/ is empty); train one with `ldsr train sr`")
+        return
+    for name, path in models.items():
+        card = path / "MODEL_CARD.md"
+        typer.echo(f"== {name} ({path})")
+        typer.echo(card.read_text(encoding="utf-8") if card.is_file() else "(no model card)")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("upscale")(upscale_command)
+    app.command("models")(models_command)
