@@ -4,19 +4,28 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import stat
+import struct
+import zlib
+from io import BytesIO
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
 import tifffile
 from PIL import Image, ImageFile
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from ldsr import io as ldsr_io
 from ldsr.io import (
     ImageError,
     ImageMeta,
+    atomic_path,
     check_size,
+    count_frames,
     list_images,
     read_frames,
     read_image,
@@ -81,19 +90,24 @@ def test_integer_mapping_is_k_over_max() -> None:
 def test_dicom_meta_and_mapping() -> None:
     x, meta = read_image(MR_SMALL)
     raw = raw_dicom(MR_SMALL).astype(np.float64)
+    assert (raw.min(), raw.max()) == (127, 2145)  # signed 16-bit storage, a small part of its range used
     assert meta.spacing == (0.3125, 0.3125)
-    assert meta.dicom is not None and meta.dicom.stored_range == (-32768, 32767)
-    assert meta.value_range == (-32768.0, 32767.0)
-    np.testing.assert_allclose(x[:, :, 0], (raw + 32768) / 65535, atol=1e-7)
+    # Per-file window: the file's own (min, max), so the image spans [0, 1] exactly.
+    assert meta.dicom is not None and meta.dicom.stored_range == (127, 2145)
+    assert meta.value_range == (127.0, 2145.0)
+    assert x.min() == 0.0 and x.max() == 1.0
+    np.testing.assert_allclose(x[:, :, 0], (raw - 127) / 2018, atol=1e-7)
 
 
 def test_multiframe_dicom_frames_and_middle_default() -> None:
     frames = read_frames(EMRI)
     raw = raw_dicom(EMRI)
+    lo, hi = int(raw.min()), int(raw.max())  # one window over all frames
     assert len(frames) == 10 and [m.frame for _, m in frames] == list(range(10))
     for k, (x, meta) in enumerate(frames):
         assert meta.n_frames == 10 and meta.dicom is not None and meta.dicom.bits_stored == 12
-        np.testing.assert_allclose(x[:, :, 0], raw[k] / 4095.0, atol=1e-7)
+        assert meta.dicom.stored_range == (lo, hi) and meta.value_range == (lo, hi)
+        np.testing.assert_allclose(x[:, :, 0], (raw[k] - lo) / (hi - lo), atol=1e-7)
     x, meta = read_image(EMRI)
     assert meta.frame == 5 and any("middle frame 5 of 10" in n for n in meta.notes)
     np.testing.assert_array_equal(x, frames[5][0])
@@ -114,7 +128,10 @@ def test_nifti_slices_orientation_and_spacing() -> None:
     # Crop slice 3 is Colin27 z=141 at x 58:122, y 110:174; the shipped PNG slice shows it at rows 43:107
     # (anterior up), cols 58:122 (patient's left on the image left): same orientation, same values.
     png = raw_pil(COLIN_PNG)[43:107, 58:122]
-    np.testing.assert_array_equal(np.rint(axial[3][0][:, :, 0] * 255).astype(np.uint8), png)
+    lo, hi = axial[3][1].value_range  # one window over the whole volume (uint8 0..196)
+    assert (lo, hi) == (0.0, 196.0) and all(m.value_range == (lo, hi) for _, m in axial)
+    back = np.rint(axial[3][0][:, :, 0].astype(np.float64) * (hi - lo) + lo).astype(np.uint8)
+    np.testing.assert_array_equal(back, png)
     sagittal = read_frames(COLIN_NII, axis=0)
     assert len(sagittal) == 64 and sagittal[0][0].shape == (8, 64, 1)  # rows: superior..inferior (z)
     with pytest.raises(ValueError, match="axis must be 0, 1 or 2"):
@@ -261,7 +278,130 @@ def test_dicom_every_16bit_value_with_rescale(
     assert float(ds.RescaleSlope) == slope and float(ds.RescaleIntercept) == intercept
 
 
+def test_dicom_constant_image_window_width_one(tmp_path: Path) -> None:
+    for value, expect_x, window in ((500, 0.0, (500, 501)), (32767, 1.0, (32766, 32767))):
+        ds = pydicom.dcmread(MR_SMALL)
+        ds.PixelData = np.full((64, 64), value, np.int16).tobytes()
+        src = tmp_path / f"const{value}.dcm"
+        ds.save_as(src)
+        x, meta = read_image(src)  # no division by zero; the window stays inside the int16 range
+        assert meta.dicom is not None and meta.dicom.stored_range == window
+        assert np.all(x == expect_x)
+        back = pydicom.dcmread(write_image(tmp_path / f"out{value}.dcm", x, meta)).pixel_array
+        np.testing.assert_array_equal(back, np.full((64, 64), value, np.int16))
+
+
+def test_dicom_derived_series_uid_is_shared_per_source_series(tmp_path: Path) -> None:
+    src = pydicom.dcmread(EMRI)
+    frames = read_frames(EMRI)
+    paths = [write_image(tmp_path / f"f{k}.dcm", x, m, scale=2) for k, (x, m) in enumerate(frames[:3])]
+    written = [pydicom.dcmread(p) for p in paths]
+    expected = generate_uid(entropy_srcs=[src.SeriesInstanceUID, "ldsr-sr", "2"])
+    assert {ds.SeriesInstanceUID for ds in written} == {expected} and expected != src.SeriesInstanceUID
+    assert len({ds.SOPInstanceUID for ds in written} | {src.SOPInstanceUID}) == 4  # new per file
+    x, meta = frames[0]
+    again = pydicom.dcmread(write_image(tmp_path / "again.dcm", x, meta, scale=2.0))
+    assert again.SeriesInstanceUID == expected  # 2 and 2.0 are one factor
+    other = pydicom.dcmread(write_image(tmp_path / "x4.dcm", x, meta, scale=4))
+    assert other.SeriesInstanceUID not in (expected, src.SeriesInstanceUID)
+
+
+def test_nifti_window_is_volume_range(tmp_path: Path) -> None:
+    affine = np.diag([1.0, 1.0, 2.0, 1.0])
+    vol = np.arange(4 * 5 * 3, dtype=np.uint16).reshape(4, 5, 3) * 100 + 1000
+    nib.save(nib.Nifti1Image(vol, affine), tmp_path / "v.nii.gz")
+    frames = read_frames(tmp_path / "v.nii.gz")
+    assert [m.value_range for _, m in frames] == [(1000.0, 6900.0)] * 3 and frames[0][1].bit_depth == 16
+    assert min(x.min() for x, _ in frames) == 0.0 and max(x.max() for x, _ in frames) == 1.0
+    nib.save(nib.Nifti1Image(np.full((4, 5, 3), 7, np.int16), affine), tmp_path / "c.nii.gz")
+    x, meta = read_image(tmp_path / "c.nii.gz")
+    assert meta.value_range == (7.0, 8.0) and np.all(x == 0.0)  # constant: width-1 window
+
+
+# --------------------------------------------------------------------------------------- 16-bit PNG
+
+
+def _handmade_png16(arr: np.ndarray, colour_type: int) -> bytes:
+    """A minimal 16-bit PNG written here (filter 0 on every row), independent of ldsr's encoder."""
+    h, w = arr.shape[:2]
+    rows = arr.astype(">u2").reshape(h, -1).view(np.uint8)
+    body = zlib.compress(b"".join(b"\x00" + r.tobytes() for r in rows))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+
+
+def test_16bit_rgb_png_round_trip_bit_exact(tmp_path: Path) -> None:
+    rgb = np.random.default_rng(0).integers(0, 65536, (37, 53, 3), dtype=np.uint16)
+    out = write_image(tmp_path / "rgb16.png", rgb)
+    x, meta = read_image(out)
+    assert meta.bit_depth == 16 and meta.channels == 3 and meta.notes == ()
+    np.testing.assert_array_equal(np.rint(x.astype(np.float64) * 65535).astype(np.uint16), rgb)
+    again = write_image(tmp_path / "again.png", x, meta)  # float input, 16-bit from the metadata
+    assert again.read_bytes() == out.read_bytes()
+    # Independent reader: Pillow decodes 16-bit RGB to the high byte of each sample.
+    np.testing.assert_array_equal(raw_pil(out), (rgb >> 8).astype(np.uint8))
+
+
+@pytest.mark.parametrize("filter_type", [None, 0, 1, 2, 3, 4])
+def test_png16_encoder_filters_against_pillow(filter_type: int | None) -> None:
+    rng = np.random.default_rng(1)
+    smooth = np.cumsum(rng.integers(0, 300, (23, 31, 3)), axis=1).astype(np.uint16)  # Paeth / Average help here
+    for img in (smooth, rng.integers(0, 65536, (23, 31, 3), dtype=np.uint16)):
+        data = ldsr_io._encode_png16(img, filter_type=filter_type)
+        decoded, _ = ldsr_io._decode_png16(data, Path("mem.png"))
+        np.testing.assert_array_equal(decoded, img)
+        with Image.open(BytesIO(data)) as im:  # Pillow: high bytes of RGB
+            np.testing.assert_array_equal(np.asarray(im), (img >> 8).astype(np.uint8))
+        grey = ldsr_io._encode_png16(img[:, :, :1], filter_type=filter_type)
+        with Image.open(BytesIO(grey)) as im:  # Pillow: full 16-bit grey
+            np.testing.assert_array_equal(np.asarray(im), img[:, :, 0])
+
+
+def test_png16_decoder_against_pillow_and_handmade_files(tmp_path: Path) -> None:
+    # Pillow's own 16-bit grey fixture uses Sub, Up and Paeth rows.
+    decoded, _ = ldsr_io._decode_png16(MRI16_PNG.read_bytes(), MRI16_PNG)
+    np.testing.assert_array_equal(decoded[:, :, 0], raw_pil(MRI16_PNG))
+    rgba = np.random.default_rng(2).integers(0, 65536, (9, 11, 4), dtype=np.uint16)
+    (tmp_path / "rgb.png").write_bytes(_handmade_png16(rgba[:, :, :3], 2))
+    (tmp_path / "rgba.png").write_bytes(_handmade_png16(rgba, 6))
+    (tmp_path / "la.png").write_bytes(_handmade_png16(rgba[:, :, :2], 4))
+    for name, want in (("rgb.png", rgba[:, :, :3]), ("rgba.png", rgba[:, :, :3]), ("la.png", rgba[:, :, :1])):
+        x, meta = read_image(tmp_path / name)
+        assert meta.bit_depth == 16 and x.shape[2] == want.shape[2], name
+        np.testing.assert_array_equal(np.rint(x.astype(np.float64) * 65535).astype(np.uint16), want)
+        assert ("alpha channel dropped" in meta.notes) == (name != "rgb.png")
+    bad = bytearray((tmp_path / "rgb.png").read_bytes())
+    bad[45] ^= 0xFF  # IDAT payload (after signature 8, IHDR 25, IDAT length + type 8): its CRC fails
+    (tmp_path / "bad.png").write_bytes(bytes(bad))
+    with pytest.raises(ImageError, match="truncated or corrupt PNG data \\(CRC mismatch"):
+        read_image(tmp_path / "bad.png")
+    (tmp_path / "cut.png").write_bytes(bytes(bad[:60]))
+    with pytest.raises(ImageError, match="truncated or corrupt PNG data"):
+        read_image(tmp_path / "cut.png")
+
+
 # ------------------------------------------------------------------------------------------ write rules
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_atomic_files_follow_the_umask(tmp_path: Path, umask: int) -> None:
+    old = os.umask(umask)
+    try:
+        out = write_image(tmp_path / "a.png", np.zeros((4, 4)))
+        with atomic_path(tmp_path / "b.txt") as tmp:
+            tmp.write_text("x")
+        assert os.umask(umask) == umask  # reading it did not change it
+    finally:
+        os.umask(old)
+    for path in (out, tmp_path / "b.txt"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
+    assert ldsr_io._current_umask() == old
+
+
 
 
 def test_write_bit_depth_rules(tmp_path: Path) -> None:
@@ -272,8 +412,9 @@ def test_write_bit_depth_rules(tmp_path: Path) -> None:
     assert raw_pil(write_image(tmp_path / "d.jpg", x16, meta16)).dtype == np.uint8  # JPEG is 8-bit
     with pytest.raises(ValueError, match="bit_depth 16 is not possible for jpeg"):
         write_image(tmp_path / "e.jpg", x16, bit_depth=16)
-    with pytest.raises(ValueError, match="16-bit colour PNG"):
-        write_image(tmp_path / "f.png", np.zeros((4, 4, 3)), bit_depth=16)
+    # 16-bit colour PNG goes through ldsr's own encoder (Pillow would keep 8 bits).
+    out = write_image(tmp_path / "f.png", np.zeros((4, 4, 3)), bit_depth=16)
+    assert read_image(out)[1].bit_depth == 16 and out.read_bytes()[24:26] == bytes([16, 2])
 
 
 def test_write_clips_and_rounds_half_even(tmp_path: Path) -> None:
@@ -331,6 +472,20 @@ def test_list_images(tmp_path: Path) -> None:
     assert meta.format == "dicom" and x.shape == (64, 64, 1)
     with pytest.raises(ImageError, match="no such file or folder"):
         list_images(tmp_path / "missing")
+
+
+def test_count_frames_matches_read_frames(tmp_path: Path) -> None:
+    tifffile.imwrite(tmp_path / "pages.tif", np.zeros((3, 8, 9), np.uint16), photometric="minisblack")
+    cases = [(MR_SMALL, 2), (EMRI, 2), (COLIN_NII, 2), (COLIN_NII, 0), (COLIN_NII, 1), (COLIN_PNG, 2),
+             (MRI_JPG, 2), (HISTO8_TIF, 2), (tmp_path / "pages.tif", 2)]
+    for path, axis in cases:
+        assert count_frames(path, axis=axis) == len(read_frames(path, axis=axis)), (path, axis)
+    assert count_frames(EMRI) == 10 and count_frames(COLIN_NII, axis=0) == 64
+    assert count_frames(tmp_path / "pages.tif") == 3
+    with pytest.raises(ImageError, match="not a DICOM file"):
+        count_frames(_text(tmp_path / "t.dcm", "hello" * 40))
+    with pytest.raises(ImageError, match="file not found"):
+        count_frames(tmp_path / "missing.nii.gz")
 
 
 def test_check_size() -> None:

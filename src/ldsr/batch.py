@@ -36,8 +36,13 @@ def run_batch(
     desc: str = "files",
     name: Callable[[T], str] = str,
     progress: bool = True,
+    quiet: bool = False,
 ) -> BatchResult[R]:
-    """Apply `fn` to every item; a `ValueError` or `OSError` is recorded and the batch goes on."""
+    """Apply `fn` to every item; a `ValueError` or `OSError` is recorded and the batch goes on.
+
+    Each failure is printed to stderr as it happens ("error: <name>: <reason>") unless `quiet`; it is
+    always in `BatchResult.failures` (and `summary()`), for callers that report at the end instead.
+    """
     result: BatchResult[R] = BatchResult()
     for item in tqdm(items, desc=desc, disable=not progress or not sys.stderr.isatty(), leave=False):
         try:
@@ -48,6 +53,7 @@ def run_batch(
             label = name(item)
             if reason.startswith(label + ": "):
                 reason = reason[len(label) + 2 :]
-            print(f"error: {label}: {reason}", file=sys.stderr)
+            if not quiet:
+                print(f"error: {label}: {reason}", file=sys.stderr)
             result.failures.append((label, reason))
     return result

@@ -50,10 +50,9 @@ def degrade_command(
     except ValueError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
-    lines = result.summary().splitlines()
-    typer.echo(f"degrade: {lines[0]} -> {output}")
-    for line in lines[1:]:
-        typer.echo(line.strip().removeprefix("FAILED "))
+    # Each failure was already printed once, as it happened, by ldsr.batch.run_batch
+    # ("error: <path>: <reason>" on stderr); only the totals are added here.
+    typer.echo(f"degrade: {result.summary().splitlines()[0]} -> {output}")
     raise typer.Exit(result.exit_code)
 
 

@@ -1,16 +1,19 @@
 """Image input/output: PNG, JPEG, TIFF, DICOM and NIfTI to (H, W, C) float32 arrays in [0, 1], and back.
 
 Reading maps every format to [0, 1] with a recorded, exactly invertible rule (see `ImageMeta`):
-unsigned integers k -> k / (2^b - 1); DICOM through the representable range of BitsStored (after
-RescaleSlope / Intercept, MONOCHROME1 inverted); float data kept when inside [0, 1], else scaled by their
-own (min, max). Multi-frame files (DICOM frames, NIfTI slices, TIFF pages) give one item per frame.
+PNG / JPEG / TIFF unsigned integers k -> k / (2^b - 1); monochrome DICOM and NIfTI through the file's own
+(min, max) window, all frames / slices together (DICOM after RescaleSlope / Intercept, MONOCHROME1
+inverted; colour DICOM through the range of BitsStored); float data kept when inside [0, 1], else scaled
+by their own (min, max). Multi-frame files (DICOM frames, NIfTI slices, TIFF pages) give one item per frame.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import struct
 import tempfile
+import threading
 import zlib
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
@@ -38,9 +41,37 @@ class ImageError(ValueError):
         super().__init__(f"{self.path}: {reason}")
 
 
+_UMASK_LOCK = threading.Lock()
+
+
+def _current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux: /proc/self/status).
+
+    Elsewhere it is set to 0 and restored at once, under a lock so that two readers cannot interleave
+    (another thread creating a file inside that instant would still see umask 0).
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0)
+        try:
+            return mask
+        finally:
+            os.umask(mask)
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success rename it onto `path`, on failure delete it."""
+    """Yield a temporary path beside `path`; on success rename it onto `path`, on failure delete it.
+
+    The final file gets the permissions a plain `open(path, "w")` would give (0o666 minus the umask), not
+    mkstemp's private 0o600.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp" + target.suffix, dir=target.parent)
@@ -48,6 +79,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.is_file() and not tmp_path.is_symlink():
+            os.chmod(tmp_path, 0o666 & ~_current_umask())
         os.replace(tmp_path, target)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
@@ -89,16 +122,18 @@ _DICOM_MAGIC_OFFSET = 128
 class DicomSource:
     """How a DICOM source stores its pixels; what `write_image` needs to store new pixels the same way.
 
-    Integer data map to [0, 1] through the full representable range of BitsStored:
-    x = (stored - stored_range[0]) / (stored_range[1] - stored_range[0]), and x -> 1 - x for MONOCHROME1.
-    The physical value is stored * slope + intercept, so this is the same affine map on physical values.
+    Integer data map to [0, 1] through `stored_range`, the stored values at x = 0 and x = 1 (before the
+    MONOCHROME1 inversion): x = (stored - stored_range[0]) / (stored_range[1] - stored_range[0]), and
+    x -> 1 - x for MONOCHROME1. Monochrome files use their own (min, max) of all frames (width 1 when
+    constant), colour files the representable range of BitsStored. The physical value is
+    stored * slope + intercept, so this is the same affine map on physical values.
     """
 
     stored_dtype: str  # numpy dtype name of the stored samples: uint8, int8, uint16, int16 or float32/float64
     bits_allocated: int
     bits_stored: int
     pixel_representation: int  # 0 unsigned, 1 two's complement
-    stored_range: tuple[int, int]  # representable stored values (lo, hi); (0, 0) for float pixel data
+    stored_range: tuple[int, int]  # stored values at x = 0 and x = 1 (lo < hi); (0, 0) for float pixel data
     slope: float  # RescaleSlope (1.0 when absent)
     intercept: float  # RescaleIntercept (0.0 when absent)
     photometric: str  # PhotometricInterpretation of the source
@@ -266,14 +301,35 @@ def _pick(frames: list[Frame], frame: int | None, path: Path) -> Frame:
 _PIL_NAMES = {"png": "PNG", "jpeg": "JPEG"}
 
 
-def _png_header_bit_depth(path: Path) -> int | None:
-    """Bit depth byte of a PNG IHDR chunk (signature 8 + length 4 + type 4 + width 4 + height 4)."""
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Colour type -> samples per pixel: grey, RGB, grey + alpha, RGBA (palette, type 3, is left to Pillow).
+_PNG_SAMPLES = {0: 1, 2: 3, 4: 2, 6: 4}
+
+
+@dataclass(frozen=True)
+class _PngHeader:
+    width: int
+    height: int
+    bit_depth: int
+    colour_type: int
+    compression: int
+    filter_method: int
+    interlace: int
+
+
+def _parse_ihdr(data: bytes) -> _PngHeader | None:
+    """The IHDR chunk of PNG bytes (signature 8 + length 4 + b'IHDR' 4 + 13 data bytes), None if absent."""
+    if len(data) < 29 or data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR":
+        return None
+    return _PngHeader(*struct.unpack(">IIBBBBB", data[16:29]))
+
+
+def _png_header(path: Path) -> _PngHeader | None:
     try:
         with open(path, "rb") as f:
-            head = f.read(26)
+            return _parse_ihdr(f.read(29))
     except OSError:
         return None
-    return head[24] if len(head) == 26 and head[:8] == b"\x89PNG\r\n\x1a\n" else None
 
 
 def _pil_to_array(im: Image.Image, path: Path) -> tuple[np.ndarray, int, list[str]]:
@@ -298,7 +354,8 @@ def _pil_to_array(im: Image.Image, path: Path) -> tuple[np.ndarray, int, list[st
         mode = "RGB"
     if mode in ("L", "RGB"):
         arr = np.asarray(im, dtype=np.uint8)
-        if mode == "RGB" and _png_header_bit_depth(path) == 16:
+        header = _png_header(path)
+        if mode == "RGB" and header is not None and header.bit_depth == 16:
             notes.append("16-bit colour PNG reduced to 8 bits per channel by Pillow")
         return (arr[:, :, None] if arr.ndim == 2 else arr), 8, notes
     if mode.startswith("I;16") or mode == "I":
@@ -310,6 +367,9 @@ def _pil_to_array(im: Image.Image, path: Path) -> tuple[np.ndarray, int, list[st
 
 
 def _read_pil(path: Path, fmt: ImageFormat) -> list[Frame]:
+    header = _png_header(path)
+    if header is not None and header.bit_depth == 16 and header.colour_type in (2, 4, 6) and not header.interlace:
+        return _read_png16(path, fmt)  # Pillow would keep only 8 bits per channel
     name = _PIL_NAMES[fmt]
     try:
         im = Image.open(path, formats=("PNG", "JPEG"))
@@ -333,6 +393,209 @@ def _read_pil(path: Path, fmt: ImageFormat) -> list[Frame]:
         format=actual,
         bit_depth=bits,
         value_range=(0.0, float(2**bits - 1)),
+        spacing=None,
+        channels=x.shape[2],
+        notes=tuple(notes),
+    )
+    return [(x, meta)]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 16-bit PNG codec (Pillow keeps at most 8 bits per channel for colour PNG)
+# ---------------------------------------------------------------------------------------------------------
+
+_IDAT_CHUNK = 1 << 23  # IDAT payload per chunk (any size < 2^31 is valid; several chunks are usual)
+_FILTER_BLOCK = 256  # rows filtered at once when encoding (bounds the (5, rows, stride) candidates)
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    """length (4 bytes, big endian) + type + data + CRC-32 over type and data."""
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def _paeth(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """PNG Paeth predictor of left a, up b, up-left c (signed ints): the one closest to p = a + b - c.
+
+    |p - a| = |b - c|, |p - b| = |a - c|, |p - c| = |a + b - 2c|; ties prefer a, then b.
+    """
+    pa, pb, pc = np.abs(b - c), np.abs(a - c), np.abs(a + b - 2 * c)
+    return np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
+
+
+def _filter_scanlines(raw: np.ndarray, bpp: int, filter_type: int | None) -> np.ndarray:
+    """(H, stride) uint8 scanlines -> (H, 1 + stride) uint8: the filter type byte, then the filtered row.
+
+    Filters are byte-wise with the left neighbour a = raw[y, i - bpp] (bpp = bytes per pixel), up
+    b = raw[y - 1, i], up-left c = raw[y - 1, i - bpp] (0 outside the image): None f = r, Sub r - a,
+    Up r - b, Average r - floor((a + b) / 2), Paeth r - paeth(a, b, c), all mod 256. `filter_type` None
+    picks per row the filter with the smallest sum of |f| read as signed bytes (libpng's heuristic).
+    """
+    h, stride = raw.shape
+    r = raw.astype(np.int16)
+    out = np.empty((h, 1 + stride), np.uint8)
+    for y0 in range(0, h, _FILTER_BLOCK):
+        y1 = min(h, y0 + _FILTER_BLOCK)
+        cur = r[y0:y1]
+        up = np.zeros_like(cur)
+        up[1:] = cur[:-1]
+        if y0 > 0:
+            up[0] = r[y0 - 1]
+        left = np.zeros_like(cur)
+        left[:, bpp:] = cur[:, :-bpp]
+        upleft = np.zeros_like(cur)
+        upleft[:, bpp:] = up[:, :-bpp]
+        cands = np.stack([cur, cur - left, cur - up, cur - ((left + up) >> 1), cur - _paeth(left, up, upleft)])
+        cands &= 0xFF  # (5, rows, stride) in 0..255
+        rows = np.arange(y1 - y0)
+        if filter_type is None:
+            signed = np.where(cands >= 128, 256 - cands, cands)  # |byte as int8|
+            choice = signed.sum(axis=2, dtype=np.int64).argmin(axis=0)
+        else:
+            choice = np.full(y1 - y0, filter_type)
+        out[y0:y1, 0] = choice
+        out[y0:y1, 1:] = cands[choice, rows]
+    return out
+
+
+def _encode_png16(image: np.ndarray, *, filter_type: int | None = None) -> bytes:
+    """(H, W, C) uint16, C in {1, 3} -> a 16-bit grey (colour type 0) or RGB (type 2) PNG file's bytes.
+
+    Samples are big endian; one zlib stream of the filtered scanlines split over IDAT chunks.
+    """
+    if image.dtype != np.uint16 or image.ndim != 3 or image.shape[2] not in (1, 3):
+        raise ValueError(f"expected an (H, W, 1 or 3) uint16 image, got {image.dtype} {image.shape}")
+    if filter_type is not None and filter_type not in range(5):
+        raise ValueError(f"PNG filter type must be 0..4 or None (adaptive), got {filter_type}")
+    h, w, c = image.shape
+    # (H, W, C) -> big-endian bytes per scanline: (H, W * C * 2) uint8.
+    raw = np.ascontiguousarray(image, dtype=">u2").view(np.uint8).reshape(h, w * c * 2)
+    filtered = _filter_scanlines(raw, 2 * c, filter_type)
+    stream = zlib.compress(filtered.tobytes(), 6)
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, 0 if c == 1 else 2, 0, 0, 0)
+    parts = [_PNG_SIGNATURE, _png_chunk(b"IHDR", ihdr)]
+    for i in range(0, max(len(stream), 1), _IDAT_CHUNK):
+        parts.append(_png_chunk(b"IDAT", stream[i : i + _IDAT_CHUNK]))
+    parts.append(_png_chunk(b"IEND", b""))
+    return b"".join(parts)
+
+
+def _unfilter_scanlines(filt: np.ndarray, types: np.ndarray, bpp: int) -> np.ndarray:
+    """Inverse of `_filter_scanlines`: (H, stride) filtered bytes and (H,) filter types -> raw bytes.
+
+    Rows of types None / Sub / Up only are undone row by row (Sub: a running sum per byte lane, mod 256).
+    Average and Paeth depend on the reconstructed left pixel, so they are undone along anti-diagonals
+    x + y = d instead: pixel (y, x) needs only (y, x-1), (y-1, x) and (y-1, x-1), all on earlier diagonals,
+    which takes H + W - 1 vector steps rather than H * W scalar ones.
+    """
+    h, stride = filt.shape
+    if int(types.max(initial=0)) <= 2:
+        out = np.empty((h, stride), np.uint8)
+        prior = np.zeros(stride, np.uint8)
+        for y in range(h):
+            t = int(types[y])
+            if t == 0:
+                out[y] = filt[y]
+            elif t == 1:  # uint8 arithmetic wraps, i.e. is mod 256
+                out[y] = np.cumsum(filt[y].reshape(-1, bpp), axis=0, dtype=np.uint8).reshape(-1)
+            else:
+                out[y] = filt[y] + prior
+            prior = out[y]
+        return out
+    w = stride // bpp
+    f = filt.reshape(h, w, bpp).astype(np.int16)
+    rec = np.zeros((h + 1, w + 1, bpp), np.int16)  # one zero row above and one zero column to the left
+    t_all = types.astype(np.int16)
+    for d in range(h + w - 1):
+        y = np.arange(max(0, d - w + 1), min(h - 1, d) + 1)
+        x = d - y
+        a, b, c = rec[y + 1, x], rec[y, x + 1], rec[y, x]
+        t = t_all[y][:, None]
+        pred = np.select([t == 1, t == 2, t == 3, t == 4], [a, b, (a + b) >> 1, _paeth(a, b, c)], 0)
+        rec[y + 1, x + 1] = (f[y, x] + pred) & 0xFF
+    return rec[1:, 1:].astype(np.uint8).reshape(h, stride)
+
+
+def _decode_png16(data: bytes, path: Path) -> tuple[np.ndarray, bool]:
+    """A 16-bit, non-interlaced PNG's bytes -> ((H, W, S) uint16 with every sample, alpha included, and
+    whether a tRNS chunk was present). Chunk CRCs are checked; problems raise `ImageError`."""
+
+    def corrupt(reason: str) -> ImageError:
+        return ImageError(path, f"truncated or corrupt PNG data ({reason})")
+
+    header = _parse_ihdr(data)
+    if header is None:
+        raise corrupt("no IHDR chunk")
+    if header.bit_depth != 16 or header.colour_type not in _PNG_SAMPLES or header.interlace != 0:
+        raise corrupt("not a non-interlaced 16-bit grey or RGB PNG")
+    if header.compression != 0 or header.filter_method != 0:
+        raise corrupt(f"unknown compression {header.compression} or filter method {header.filter_method}")
+    h, w = header.height, header.width
+    if h == 0 or w == 0:
+        raise corrupt(f"image size {w}x{h}")
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and h * w > 2 * limit:
+        raise ImageError(path, f"image too large ({h * w} pixels exceeds the limit of {2 * limit})")
+    idat: list[bytes] = []
+    has_trns, seen_end, pos = False, False, 8
+    while pos + 12 <= len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind = data[pos + 4 : pos + 8]
+        body = data[pos + 8 : pos + 8 + length]
+        crc = data[pos + 8 + length : pos + 12 + length]
+        if len(body) != length or len(crc) != 4:
+            raise corrupt(f"chunk {kind!r} cut short")
+        if struct.unpack(">I", crc)[0] != zlib.crc32(kind + body) & 0xFFFFFFFF:
+            raise corrupt(f"CRC mismatch in chunk {kind!r}")
+        if kind == b"IDAT":
+            idat.append(body)
+        elif kind == b"tRNS":
+            has_trns = True
+        elif kind == b"IEND":
+            seen_end = True
+            break
+        pos += 12 + length
+    if not idat or not seen_end:
+        raise corrupt("no IDAT chunk" if not idat else "no IEND chunk")
+    samples = _PNG_SAMPLES[header.colour_type]
+    bpp = 2 * samples
+    stride = w * bpp
+    expected = h * (1 + stride)
+    try:
+        raw = zlib.decompressobj().decompress(b"".join(idat), expected)  # at most `expected` bytes
+    except zlib.error as e:
+        raise corrupt(_one_line(e)) from e
+    if len(raw) < expected:
+        raise corrupt(f"{len(raw)} of {expected} image bytes")
+    rows = np.frombuffer(raw, np.uint8).reshape(h, 1 + stride)
+    types = rows[:, 0]
+    if int(types.max()) > 4:
+        raise corrupt(f"unknown scanline filter type {int(types.max())}")
+    unfiltered = _unfilter_scanlines(rows[:, 1:], types, bpp)
+    # Big-endian byte pairs -> native uint16, (H, W, S).
+    return unfiltered.view(">u2").reshape(h, w, samples).astype(np.uint16), has_trns
+
+
+def _read_png16(path: Path, fmt: ImageFormat) -> list[Frame]:
+    """16-bit colour (or grey + alpha) PNG at full depth, where Pillow would reduce it to 8 bits."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ImageError(path, f"cannot read file ({_one_line(e, path)})") from e
+    arr, has_trns = _decode_png16(data, path)
+    notes: list[str] = []
+    if arr.shape[2] in (2, 4):
+        arr = arr[:, :, :-1]
+        notes.append("alpha channel dropped")
+    if has_trns:
+        notes.append("transparency (tRNS) ignored")
+    if fmt != "png":
+        notes.append(f"content is PNG although the suffix says {_PIL_NAMES[fmt]}")
+    x = _unsigned_to_unit(arr, 16)
+    meta = ImageMeta(
+        path=str(path),
+        format="png",
+        bit_depth=16,
+        value_range=(0.0, 65535.0),
         spacing=None,
         channels=x.shape[2],
         notes=tuple(notes),
@@ -521,10 +784,13 @@ def _read_dicom(path: Path) -> list[Frame]:
 def _dicom_integer_to_unit(
     ds: Dataset, stack: np.ndarray, photometric: str, path: Path
 ) -> tuple[np.ndarray, tuple[float, float], DicomSource, list[str]]:
-    """Stored integers -> [0, 1] through the representable range of BitsStored (exactly invertible).
+    """Stored integers -> [0, 1] through a per-file window (exactly invertible).
 
-    x = (s - s_lo) / (s_hi - s_lo) with (s_lo, s_hi) = (0, 2^B - 1) unsigned or (-2^(B-1), 2^(B-1) - 1)
-    signed; MONOCHROME1 (high = dark) is inverted, x -> 1 - x, so that bright is 1 in every output.
+    x = (s - s_lo) / (s_hi - s_lo). Monochrome: (s_lo, s_hi) = (min, max) of the stored values of the whole
+    file (all frames together, so frames share one mapping); a constant file gets a window of width 1.
+    Colour (RGB / YBR): the representable range of BitsStored, as for PNG / TIFF. Since the physical value
+    is s * slope + intercept, the window is the (min, max) of the rescaled values too (for slope > 0).
+    MONOCHROME1 (high = dark) is inverted, x -> 1 - x, so that bright is 1 in every output.
     """
     notes: list[str] = []
     bits_allocated = int(ds.get("BitsAllocated", 8 * stack.dtype.itemsize))
@@ -533,12 +799,20 @@ def _dicom_integer_to_unit(
     if not 1 <= bits_stored <= 16:
         raise ImageError(path, f"unsupported DICOM BitsStored {bits_stored} (at most 16)")
     half = 2 ** (bits_stored - 1)
-    s_lo, s_hi = (-half, half - 1) if signed else (0, 2 * half - 1)
+    r_lo, r_hi = (-half, half - 1) if signed else (0, 2 * half - 1)  # representable stored values
     s = stack.astype(np.int64)
-    if s.min() < s_lo or s.max() > s_hi:
-        s = np.clip(s, s_lo, s_hi)
+    if s.min() < r_lo or s.max() > r_hi:
+        s = np.clip(s, r_lo, r_hi)
         notes.append(f"stored values outside the {bits_stored}-bit range were clipped")
     slope, intercept = _dicom_rescale(ds, path)
+    if photometric.startswith("MONOCHROME"):
+        s_lo, s_hi = int(s.min()), int(s.max())
+        if s_hi == s_lo:  # constant image: width 1, kept inside the representable range (x is all 0 or 1)
+            s_hi, s_lo = (s_hi + 1, s_lo) if s_hi < r_hi else (s_hi, s_lo - 1)
+        notes.append(f"stored values {s_lo}..{s_hi} (the file's own range) scaled to [0, 1]")
+    else:
+        s_lo, s_hi = r_lo, r_hi
+    # float64 quotient rounded once to float32; rint(x * (s_hi - s_lo)) recovers s - s_lo (width < 2^24).
     unit = (s - s_lo).astype(np.float64) / float(s_hi - s_lo)
     phys = (s_lo * slope + intercept, s_hi * slope + intercept)
     if photometric == "MONOCHROME1":
@@ -601,20 +875,20 @@ def _read_nifti(path: Path, axis: int) -> list[Frame]:
     if axis not in (0, 1, 2):
         raise ValueError(f"axis must be 0, 1 or 2 (RAS voxel axes), got {axis}")
     vol, zooms = _nifti_volume(path)
-    notes: list[str] = []
-    if vol.dtype == np.uint8 or vol.dtype == np.uint16:
-        bits = 8 * vol.dtype.itemsize
-        unit, value_range = _unsigned_to_unit(vol, bits), (0.0, float(2**bits - 1))
-    else:
-        if not np.all(np.isfinite(vol)):
-            raise ImageError(path, "contains NaN or inf values")
-        integer = vol.dtype.kind in "iu"
-        bits = 8 * vol.dtype.itemsize if integer and vol.dtype.itemsize <= 2 else 32
-        lo, hi = float(vol.min()), float(vol.max())
-        scaled = (vol.astype(np.float64) - lo) / (hi - lo) if hi > lo else np.zeros(vol.shape)
-        unit = scaled.astype(np.float32)
-        value_range = (lo, hi)
-        notes.append(f"{vol.dtype} values scaled by the volume range [{lo:.6g}, {hi:.6g}] to [0, 1]")
+    if vol.dtype.kind not in "iuf" and vol.dtype != np.bool_:
+        raise ImageError(path, f"unsupported NIfTI data type {vol.dtype}")
+    if not np.all(np.isfinite(vol)):
+        raise ImageError(path, "contains NaN or inf values")
+    integer = vol.dtype.kind in "iub"
+    bits = 8 * vol.dtype.itemsize if integer and vol.dtype.itemsize <= 2 else 32
+    # One window for the whole volume, x = (v - lo) / (hi - lo), so that every slice shares the mapping;
+    # a constant volume gets a window of width 1 (all zeros).
+    lo, hi = float(vol.min()), float(vol.max())
+    if hi == lo:
+        hi = lo + 1.0
+    unit = ((vol.astype(np.float64) - lo) / (hi - lo)).astype(np.float32)
+    value_range = (lo, hi)
+    notes = [f"{vol.dtype} values scaled by the volume range [{lo:.6g}, {hi:.6g}] to [0, 1]"]
     a, b = [i for i in range(3) if i != axis]
     n = vol.shape[axis]
     frames: list[Frame] = []
@@ -667,6 +941,63 @@ def read_image(path: str | os.PathLike[str], *, frame: int | None = None, axis: 
     """
     p = Path(path)
     return _pick(read_frames(p, axis=axis), frame, p)
+
+
+def count_frames(path: str | os.PathLike[str], *, axis: int = 2) -> int:
+    """How many items `read_frames(path, axis=axis)` gives, from the header alone (no pixel decoding).
+
+    DICOM: NumberOfFrames (1 when absent); NIfTI: the volume's size along RAS voxel axis `axis`;
+    TIFF: the pages / planes of the first series; PNG / JPEG: 1. Problems raise `ImageError`.
+    """
+    p = Path(path)
+    _check_readable(p)
+    fmt = _detect_format(p)
+    if fmt == "dicom":
+        try:
+            ds = pydicom.dcmread(p, stop_before_pixels=True)
+        except InvalidDicomError as e:
+            raise ImageError(p, "not a DICOM file (no 'DICM' preamble or file meta header)") from e
+        except Exception as e:  # pydicom raises many types for broken headers
+            raise ImageError(p, f"truncated or corrupt DICOM data ({_one_line(e, p)})") from e
+        try:
+            n = int(ds.get("NumberOfFrames", 1) or 1)
+        except (TypeError, ValueError) as e:
+            raise ImageError(p, f"invalid NumberOfFrames {ds.get('NumberOfFrames')!r}") from e
+        if n < 1:
+            raise ImageError(p, f"invalid NumberOfFrames {n}")
+        return n
+    if fmt == "nifti":
+        if axis not in (0, 1, 2):
+            raise ValueError(f"axis must be 0, 1 or 2 (RAS voxel axes), got {axis}")
+        try:
+            img = nib.load(str(p))
+            shape = list(img.header.get_data_shape())
+            ornt = nib.orientations.io_orientation(img.affine)
+        except nib.filebasedimages.ImageFileError as e:
+            raise ImageError(p, "not a NIfTI file (unrecognised header)") from e
+        except Exception as e:  # struct, zlib, EOF errors of a damaged header
+            raise ImageError(p, f"truncated or corrupt NIfTI data ({_one_line(e, p)})") from e
+        # Same shape rules as `_nifti_volume`: trailing singleton axes dropped, 2D is one slice thick.
+        while len(shape) > 3 and shape[-1] == 1:
+            shape.pop()
+        if len(shape) == 2:
+            shape.append(1)
+        if len(shape) != 3:
+            raise ImageError(p, f"unsupported {len(shape)}D NIfTI (shape {tuple(shape)}); only 2D or 3D volumes")
+        # ornt[i, 0] is the RAS axis that voxel axis i becomes.
+        return int(shape[[int(o) for o in ornt[:, 0]].index(axis)])
+    if fmt == "tiff":
+        try:
+            with tifffile.TiffFile(p) as tf:
+                series = tf.series[0]
+                shape, axes = tuple(series.shape), series.axes
+        except tifffile.TiffFileError as e:
+            raise ImageError(p, f"not a TIFF file (could not decode: {_one_line(e, p)})") from e
+        except (ValueError, OSError, EOFError, IndexError, zlib.error) as e:
+            raise ImageError(p, f"truncated or corrupt TIFF data ({_one_line(e, p)})") from e
+        # Every axis before Y X except samples (S) is flattened into frames, as `_tiff_to_hwc_frames` does.
+        return int(math.prod(n for n, a in zip(shape, axes) if a not in "YXS"))
+    return 1
 
 
 def list_images(folder: str | os.PathLike[str], *, recursive: bool = True) -> list[Path]:
@@ -749,8 +1080,9 @@ def _resolve_bit_depth(
 
 
 def _write_pil(tmp: Path, q: np.ndarray, fmt: ImageFormat) -> None:
-    if q.shape[2] == 3 and q.dtype == np.uint16:
-        raise ValueError("16-bit colour PNG cannot be written (Pillow stores 8 bits per channel); use .tif")
+    if q.shape[2] == 3 and q.dtype == np.uint16:  # Pillow stores 8 bits per colour channel
+        tmp.write_bytes(_encode_png16(q))
+        return
     im = Image.fromarray(q[:, :, 0] if q.shape[2] == 1 else q)
     if fmt == "jpeg":
         im.save(tmp, format="JPEG", quality=95, subsampling=0)
@@ -841,10 +1173,18 @@ def _derived_dataset(meta: ImageMeta, image: np.ndarray, scale: float, out: Path
 
 
 def _mark_derived(ds: Dataset, meta: ImageMeta, scale: float) -> None:
-    """New SOP / series identity, ImageType DERIVED, a derivation note, uncompressed little endian."""
+    """New SOP / series identity, ImageType DERIVED, a derivation note, uncompressed little endian.
+
+    The series UID is a hash of (source series, 'ldsr-sr', scale), so every frame / slice of one source
+    series upscaled by one factor lands in one derived series; each file gets a new random SOP UID.
+    """
     instance_uid = generate_uid()
     ds.SOPInstanceUID = instance_uid
-    ds.SeriesInstanceUID = generate_uid()
+    source_series = str(ds.get("SeriesInstanceUID", "") or "")
+    # f"{scale:g}": 2 and 2.0 name the same series.
+    ds.SeriesInstanceUID = (
+        generate_uid(entropy_srcs=[source_series, "ldsr-sr", f"{scale:g}"]) if source_series else generate_uid()
+    )
     ds.file_meta.MediaStorageSOPInstanceUID = instance_uid
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     old_type = list(ds.get("ImageType", []) or [])
@@ -865,13 +1205,15 @@ def write_image(
 ) -> Path:
     """Write an (H, W, C) or (H, W) image in [0, 1] atomically; the format comes from the suffix.
 
-    - .png (8/16-bit), .jpg/.jpeg (8-bit, quality 95), .tif/.tiff (8/16-bit, or 32 = float32).
+    - .png (8/16-bit; 16-bit colour through ldsr's own encoder, as Pillow keeps 8 bits per colour channel),
+      .jpg/.jpeg (8-bit, quality 95), .tif/.tiff (8/16-bit, or 32 = float32).
     - Bit depth: `bit_depth`, else `meta.bit_depth` (float sources give float32 TIFF in their original
       range, 16-bit PNG), else 16 for a uint16 array, else 8. Floats are clipped to [0, 1] and rounded
       half to even onto 0..2^b - 1; uint8 / uint16 arrays are taken as k / (2^b - 1).
     - .dcm needs the `meta` of a DICOM source: the source is read again, its pixels replaced by this single
       frame stored as the source stores them (slope/intercept, MONOCHROME1 and BitsStored undone exactly),
-      PixelSpacing divided by `scale` (the SR factor), new SOP Instance / Series UIDs, ImageType DERIVED.
+      PixelSpacing divided by `scale` (the SR factor), a new SOP Instance UID, a Series UID derived from
+      (source series, scale) so that all frames / slices of one series share it, ImageType DERIVED.
       `bit_depth` must be None or the source's depth there.
     Returns the written path. The source file named by `meta.path` is never overwritten.
     """
