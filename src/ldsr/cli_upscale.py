@@ -29,13 +29,13 @@ class Device(StrEnum):
 
 def _out_path(src: Path, root: Path | None, out: Path, single: bool) -> Path:
     """Output path: OUT itself for one file with a suffix, else OUT/<relative name>.png (.dcm for DICOM)."""
-    from ldsr.io import _suffix_of  # noqa: PLC2701 - the one place that knows '.nii.gz'
+    from ldsr.io import suffix_of
 
-    suffix = ".dcm" if _suffix_of(src) in (".dcm", "") else ".png"
+    suffix = ".dcm" if suffix_of(src) in (".dcm", "") else ".png"
     if single and out.suffix:
         return out
     rel = src.relative_to(root) if root is not None else Path(src.name)
-    name = rel.name[: -len(_suffix_of(src))] if _suffix_of(src) else rel.name
+    name = rel.name[: -len(suffix_of(src))] if suffix_of(src) else rel.name
     return out / rel.parent / (name + suffix)
 
 

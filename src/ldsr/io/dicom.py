@@ -1,0 +1,275 @@
+"""DICOM (pydicom): frames to [0, 1] through an exactly invertible window, and derived-image writing."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.valuerep import format_number_as_ds
+
+from ldsr.io.files import ImageError, _one_line
+from ldsr.io.meta import DicomSource, Frame, ImageMeta, _float_to_unit
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _functional_group_item(ds: Dataset, sequence: str, frame: int | None) -> Dataset | None:
+    """First item of `sequence` in the per-frame (this frame) or shared functional groups, if any."""
+    groups = []
+    if frame is not None and "PerFrameFunctionalGroupsSequence" in ds:
+        per_frame = ds.PerFrameFunctionalGroupsSequence
+        if 0 <= frame < len(per_frame):
+            groups.append(per_frame[frame])
+    if "SharedFunctionalGroupsSequence" in ds and len(ds.SharedFunctionalGroupsSequence):
+        groups.append(ds.SharedFunctionalGroupsSequence[0])
+    for group in groups:
+        if sequence in group and len(group[sequence]):
+            return group[sequence][0]
+    return None
+
+
+def _dicom_spacing(ds: Dataset, frame: int | None) -> tuple[float, float] | None:
+    """PixelSpacing (row, column) in mm: top level, else the (per-frame or shared) pixel measures."""
+    source: Dataset | None = ds
+    if "PixelSpacing" not in ds:
+        source = _functional_group_item(ds, "PixelMeasuresSequence", frame)
+    if source is None or "PixelSpacing" not in source:
+        return None
+    values = source.PixelSpacing
+    try:
+        return (float(values[0]), float(values[1]))
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _dicom_rescale(ds: Dataset, path: Path) -> tuple[float, float]:
+    """(slope, intercept): top level, else the shared Pixel Value Transformation; identity when absent."""
+    source: Dataset | None = ds if "RescaleSlope" in ds else _functional_group_item(
+        ds, "PixelValueTransformationSequence", None
+    )
+    slope = source.get("RescaleSlope") if source is not None else None
+    intercept = source.get("RescaleIntercept") if source is not None else None
+    s = 1.0 if slope in (None, "") else float(slope)
+    b = 0.0 if intercept in (None, "") else float(intercept)
+    if not (math.isfinite(s) and math.isfinite(b)):
+        raise ImageError(path, "contains NaN or inf values (RescaleSlope / RescaleIntercept)")
+    if s == 0.0:
+        raise ImageError(path, "RescaleSlope is 0")
+    return s, b
+
+
+def _load_dicom(path: Path) -> Dataset:
+    try:
+        return pydicom.dcmread(path)
+    except InvalidDicomError as e:
+        raise ImageError(path, "not a DICOM file (no 'DICM' preamble or file meta header)") from e
+    except Exception as e:  # pydicom raises many types (EOFError, struct.error, ...) for broken files
+        raise ImageError(path, f"truncated or corrupt DICOM data ({_one_line(e, path)})") from e
+
+
+def _dicom_stack(ds: Dataset, path: Path) -> np.ndarray:
+    """All stored samples as (F, H, W, C), without any rescale (pydicom's `pixel_array` gives raw values)."""
+    if not any(tag in ds for tag in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        raise ImageError(path, "DICOM file has no pixel data")
+    try:
+        arr = np.asarray(ds.pixel_array)
+    except Exception as e:  # decoder errors are not one type
+        raise ImageError(path, f"truncated or corrupt DICOM pixel data ({_one_line(e, path)})") from e
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    if n_frames == 1:
+        arr = arr[None]
+    if samples == 1:
+        arr = arr[..., None]
+    if arr.ndim != 4 or arr.shape[-1] not in (1, 3):
+        raise ImageError(path, f"unsupported DICOM pixel layout (shape {arr.shape})")
+    return arr
+
+
+def _read_dicom(path: Path) -> list[Frame]:
+    ds = _load_dicom(path)
+    stack = _dicom_stack(ds, path)
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
+    if photometric not in ("MONOCHROME1", "MONOCHROME2", "RGB") and not photometric.startswith("YBR"):
+        raise ImageError(path, f"unsupported DICOM photometric interpretation {photometric}")
+    notes: list[str] = []
+    if photometric.startswith("YBR"):
+        notes.append(f"{photometric} converted to RGB by pydicom")
+    if stack.dtype.kind == "f":
+        x, value_range, extra = _float_to_unit(stack, path)
+        notes += extra
+        bits = 8 * stack.dtype.itemsize
+        info = DicomSource(stack.dtype.name, bits, bits, 0, (0, 0), 1.0, 0.0, photometric)
+        bit_depth = 32
+    else:
+        x, value_range, info, extra = _dicom_integer_to_unit(ds, stack, photometric, path)
+        notes += extra
+        bit_depth = 8 if info.bits_allocated <= 8 else 16
+    n = x.shape[0]
+    frames: list[Frame] = []
+    for k in range(n):
+        meta = ImageMeta(
+            path=str(path),
+            format="dicom",
+            bit_depth=bit_depth,
+            value_range=value_range,
+            spacing=_dicom_spacing(ds, k if n > 1 else None),
+            channels=int(x.shape[-1]),
+            frame=k if n > 1 else None,
+            n_frames=n,
+            notes=tuple(notes),
+            dicom=info,
+        )
+        frames.append((x[k], meta))
+    return frames
+
+
+def _dicom_integer_to_unit(
+    ds: Dataset, stack: np.ndarray, photometric: str, path: Path
+) -> tuple[np.ndarray, tuple[float, float], DicomSource, list[str]]:
+    """Stored integers -> [0, 1] through a per-file window (exactly invertible).
+
+    x = (s - s_lo) / (s_hi - s_lo). Monochrome: (s_lo, s_hi) = (min, max) of the stored values of the whole
+    file (all frames together, so frames share one mapping); a constant file gets a window of width 1.
+    Colour (RGB / YBR): the representable range of BitsStored, as for PNG / TIFF. Since the physical value
+    is s * slope + intercept, the window is the (min, max) of the rescaled values too (for slope > 0).
+    MONOCHROME1 (high = dark) is inverted, x -> 1 - x, so that bright is 1 in every output.
+    """
+    notes: list[str] = []
+    bits_allocated = int(ds.get("BitsAllocated", 8 * stack.dtype.itemsize))
+    bits_stored = int(ds.get("BitsStored", bits_allocated))
+    signed = int(ds.get("PixelRepresentation", 0)) == 1
+    if not 1 <= bits_stored <= 16:
+        raise ImageError(path, f"unsupported DICOM BitsStored {bits_stored} (at most 16)")
+    half = 2 ** (bits_stored - 1)
+    r_lo, r_hi = (-half, half - 1) if signed else (0, 2 * half - 1)  # representable stored values
+    s = stack.astype(np.int64)
+    if s.min() < r_lo or s.max() > r_hi:
+        s = np.clip(s, r_lo, r_hi)
+        notes.append(f"stored values outside the {bits_stored}-bit range were clipped")
+    slope, intercept = _dicom_rescale(ds, path)
+    if photometric.startswith("MONOCHROME"):
+        s_lo, s_hi = int(s.min()), int(s.max())
+        if s_hi == s_lo:  # constant image: width 1, kept inside the representable range (x is all 0 or 1)
+            s_hi, s_lo = (s_hi + 1, s_lo) if s_hi < r_hi else (s_hi, s_lo - 1)
+        notes.append(f"stored values {s_lo}..{s_hi} (the file's own range) scaled to [0, 1]")
+    else:
+        s_lo, s_hi = r_lo, r_hi
+    # float64 quotient rounded once to float32; rint(x * (s_hi - s_lo)) recovers s - s_lo (width < 2^24).
+    unit = (s - s_lo).astype(np.float64) / float(s_hi - s_lo)
+    phys = (s_lo * slope + intercept, s_hi * slope + intercept)
+    if photometric == "MONOCHROME1":
+        unit = 1.0 - unit
+        phys = (phys[1], phys[0])
+        notes.append("MONOCHROME1 inverted so that bright is 1")
+    stored_dtype = ("int" if signed else "uint") + ("8" if bits_allocated <= 8 else "16")
+    info = DicomSource(
+        stored_dtype, bits_allocated, bits_stored, int(signed), (s_lo, s_hi), slope, intercept, photometric
+    )
+    return unit.astype(np.float32), (float(phys[0]), float(phys[1])), info, notes
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Writing (a derived DICOM of one frame)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _scaled_ds(value: Any, scale: float) -> str:
+    return format_number_as_ds(float(value) / scale)
+
+
+def _update_spacing(ds: Dataset, scale: float) -> None:
+    """Divide every PixelSpacing (top level and functional groups) by the SR factor."""
+    holders: list[Dataset] = [ds]
+    for seq_name in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        for group in ds.get(seq_name, []):
+            holders.extend(group.get("PixelMeasuresSequence", []))
+    for holder in holders:
+        if "PixelSpacing" in holder and holder.PixelSpacing:
+            holder.PixelSpacing = [_scaled_ds(v, scale) for v in holder.PixelSpacing]
+
+
+def _to_stored(x: np.ndarray, info: DicomSource) -> np.ndarray:
+    """Inverse of `_dicom_integer_to_unit`: stored = s_lo + rint(x' * (s_hi - s_lo)), x' = x or 1 - x."""
+    s_lo, s_hi = info.stored_range
+    unit = 1.0 - x if info.photometric == "MONOCHROME1" else x
+    s = np.rint(unit * float(s_hi - s_lo)).astype(np.int64) + s_lo
+    return s.astype(np.dtype(info.stored_dtype))
+
+
+def _derived_dataset(meta: ImageMeta, image: np.ndarray, scale: float, out: Path) -> Dataset:
+    """The source dataset with its pixels replaced by `image` (one frame), marked as a derived image."""
+    info = meta.dicom
+    if info is None:
+        raise ValueError(f"{out}: DICOM output needs a DICOM source's metadata, got {meta.format} metadata")
+    if info.stored_dtype.startswith("float"):
+        raise ValueError(f"{out}: DICOM output of float pixel data (from {meta.path}) is not supported")
+    samples = 3 if info.photometric == "RGB" or info.photometric.startswith("YBR") else 1
+    if image.shape[2] != samples:
+        raise ValueError(f"{out}: the DICOM source has {samples} channel(s), the image {image.shape[2]}")
+    src = Path(meta.path)
+    try:
+        ds = pydicom.dcmread(src)
+    except Exception as e:
+        raise ImageError(out, f"cannot re-read the DICOM source {src} ({_one_line(e)})") from e
+    stored = _to_stored(image, info)
+    frame = meta.frame
+    # Single-frame result: keep only this frame's per-frame functional group.
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if per_frame is not None and frame is not None and frame < len(per_frame):
+        ds.PerFrameFunctionalGroupsSequence = pydicom.Sequence([per_frame[frame]])
+    stale = ("FloatPixelData", "DoubleFloatPixelData", "SmallestImagePixelValue", "LargestImagePixelValue")
+    for keyword in stale:
+        if keyword in ds:
+            del ds[keyword]
+    if "NumberOfFrames" in ds:
+        ds.NumberOfFrames = 1
+    ds.Rows, ds.Columns = int(stored.shape[0]), int(stored.shape[1])
+    ds.SamplesPerPixel = samples
+    if samples == 3:
+        ds.PhotometricInterpretation = "RGB"
+        ds.PlanarConfiguration = 0
+    elif "PlanarConfiguration" in ds:
+        del ds.PlanarConfiguration
+    ds.BitsAllocated = info.bits_allocated
+    ds.BitsStored = info.bits_stored
+    ds.HighBit = info.bits_stored - 1
+    ds.PixelRepresentation = info.pixel_representation
+    ds.PixelData = np.ascontiguousarray(stored).astype(stored.dtype.newbyteorder("<")).tobytes()
+    ds["PixelData"].VR = "OB" if info.bits_allocated <= 8 else "OW"
+    ds["PixelData"].is_undefined_length = False  # the source may have been encapsulated (compressed)
+    _update_spacing(ds, scale)
+    _mark_derived(ds, meta, scale)
+    return ds
+
+
+def _mark_derived(ds: Dataset, meta: ImageMeta, scale: float) -> None:
+    """New SOP / series identity, ImageType DERIVED, a derivation note, uncompressed little endian.
+
+    The series UID is a hash of (source series, 'ldsr-sr', scale), so every frame / slice of one source
+    series upscaled by one factor lands in one derived series; each file gets a new random SOP UID.
+    """
+    instance_uid = generate_uid()
+    ds.SOPInstanceUID = instance_uid
+    source_series = str(ds.get("SeriesInstanceUID", "") or "")
+    # f"{scale:g}": 2 and 2.0 name the same series.
+    ds.SeriesInstanceUID = (
+        generate_uid(entropy_srcs=[source_series, "ldsr-sr", f"{scale:g}"]) if source_series else generate_uid()
+    )
+    ds.file_meta.MediaStorageSOPInstanceUID = instance_uid
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    old_type = list(ds.get("ImageType", []) or [])
+    ds.ImageType = ["DERIVED", old_type[1] if len(old_type) > 1 else "SECONDARY", *old_type[2:]]
+    where = f" frame {meta.frame} of {meta.n_frames}" if meta.frame is not None else ""
+    ds.DerivationDescription = f"ldsr super-resolution x{scale:g} of{where or ' the'} source image"
+    if meta.frame is not None and "InstanceNumber" in ds:
+        ds.InstanceNumber = meta.frame + 1
