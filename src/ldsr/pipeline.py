@@ -105,7 +105,7 @@ class Upscaler:
         if lr.ndim == 2:
             lr = lr[:, :, None]
         if lr.ndim != 3 or lr.shape[2] != self.channels:
-            raise ValueError(f"{self.name}: expects (h, w, {self.channels}) images, got shape {lr.shape}")
+            raise ValueError(f"{self.name}: expects {self.channels}-channel (h, w, {self.channels}) images, got shape {lr.shape}")
         if not np.isfinite(lr).all():
             raise ValueError(f"{self.name}: input contains NaN or inf values")
         if reduce not in REDUCTIONS:

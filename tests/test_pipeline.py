@@ -1,0 +1,151 @@
+"""Inference: ldsr.pipeline.load(...).upscale(...) and the `ldsr upscale` command, from LR images alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from ldsr.cli import app
+from ldsr.config import load_config
+from ldsr.io import read_image, write_image
+from ldsr.pipeline import load
+from ldsr.resize import imresize
+from ldsr.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "configs" / "tiny"
+FIX = ROOT / "fixtures"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny checkpoints trained for two steps: a VQ-VAE, a latent SR model on it, a pixel SR3 and an SRCNN."""
+    torch.set_num_threads(1)
+    d = tmp_path_factory.mktemp("runs")
+    common = ["train.steps=2", "train.val_every=0"]
+    train(load_config(TINY / "vqvae.yaml", [f"train.run_dir={d / 'ae'}", *common]), progress=False)
+    out = {
+        "latent": train(load_config(TINY / "ldm_sr.yaml", [f"train.run_dir={d / 'ldm'}", f"sr.autoencoder={d / 'ae'}",
+                                                          *common]), progress=False),
+        "pixel": train(load_config(TINY / "sr3.yaml", [f"train.run_dir={d / 'sr3'}", *common]), progress=False),
+        "baseline": train(load_config(TINY / "srcnn.yaml", [f"train.run_dir={d / 'srcnn'}", *common]), progress=False),
+    }
+    return out
+
+
+def _lr(h: int = 13, w: int = 10) -> np.ndarray:
+    img, _ = read_image(FIX / "mri" / "figshare_0_1840.jpg")
+    return imresize(img[200:200 + 4 * h, 200:200 + 4 * w], 0.25).clip(0, 1).astype(np.float32)
+
+
+def test_bicubic_is_matlab_imresize() -> None:
+    lr = _lr()
+    out = load("bicubic", scale=4, channels=1).upscale(lr)
+    assert out.image.shape == (52, 40, 1)
+    np.testing.assert_array_equal(out.image, np.clip(imresize(lr, 4), 0, 1).astype(np.float32))
+    with pytest.raises(ValueError, match="scale"):
+        load("bicubic")
+
+
+@pytest.mark.parametrize("kind", ["latent", "pixel", "baseline"])
+def test_any_size_is_padded_and_cropped(runs: dict[str, Path], kind: str) -> None:
+    up = load(runs[kind])
+    assert up.kind == kind and up.scale == 4 and up.channels == 1 and up.n_params > 0
+    res = up.upscale(_lr(13, 10), steps=2)  # 13 and 10 are not multiples of the UNet's grid
+    assert res.image.shape == (52, 40, 1) and res.image.dtype == np.float32
+    assert 0.0 <= res.image.min() and res.image.max() <= 1.0 and np.isfinite(res.image).all()
+
+
+def test_latent_checkpoint_is_self_contained(runs: dict[str, Path], tmp_path: Path) -> None:
+    # The autoencoder run may disappear: the SR checkpoint carries its weights and config.
+    import shutil
+
+    ckpt = runs["latent"]
+    copy = tmp_path / "only_sr"
+    shutil.copytree(ckpt, copy)
+    shutil.rmtree(ckpt.parents[2] / "ae")
+    up = load(copy)
+    assert up.kind == "latent" and up.nfe(7) == 7
+
+
+def test_seeded_samples_and_uncertainty(runs: dict[str, Path]) -> None:
+    up = load(runs["latent"])
+    a = up.upscale(_lr(), sampler="ddim", steps=2, seed=3)
+    b = up.upscale(_lr(), sampler="ddim", steps=2, seed=3)
+    c = up.upscale(_lr(), sampler="ddpm", seed=4)
+    np.testing.assert_array_equal(a.image, b.image)
+    assert not np.array_equal(a.image, c.image)
+    many = up.upscale(_lr(), sampler="ddim", steps=2, eta=1.0, seed=0, samples=3, reduce="median")
+    assert many.samples.shape == (3, 52, 40, 1) and many.std.shape == (52, 40, 1)
+    assert many.std.max() > 0  # eta = 1: stochastic draws differ
+    np.testing.assert_allclose(many.image, np.median(many.samples, axis=0), atol=1e-6)
+    with pytest.raises(ValueError, match="reduce"):
+        up.upscale(_lr(), reduce="max")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="channel"):
+        up.upscale(np.zeros((8, 8, 3), np.float32))
+    with pytest.raises(ValueError, match="NaN"):
+        up.upscale(np.full((8, 8, 1), np.nan, np.float32))
+
+
+def test_load_errors(runs: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no such checkpoint"):
+        load(tmp_path / "missing")
+    with pytest.raises(ValueError, match="x4"):
+        load(runs["baseline"], scale=2)
+    ae = runs["latent"].parents[2] / "ae"
+    if ae.exists():
+        with pytest.raises(ValueError, match="not an SR model"):
+            load(ae)
+
+
+def test_cli_folder_keeps_bit_depth_and_reports_bad_files(runs: dict[str, Path], tmp_path: Path) -> None:
+    src = tmp_path / "lr"
+    lr = _lr(8, 8)
+    write_image(src / "a8.png", lr, bit_depth=8)
+    write_image(src / "sub" / "b16.png", lr, bit_depth=16)
+    (src / "broken.png").write_text("not an image")
+    out = tmp_path / "sr"
+    res = CliRunner().invoke(app, ["upscale", "-i", str(src), "-o", str(out), "-m", str(runs["baseline"])])
+    assert res.exit_code == 1, res.output
+    a, ma = read_image(out / "a8.png")
+    b, mb = read_image(out / "sub" / "b16.png")
+    assert a.shape == (32, 32, 1) and ma.bit_depth == 8
+    assert b.shape == (32, 32, 1) and mb.bit_depth == 16
+    assert not (out / "broken.png").exists()
+    assert "1 failed" in res.output
+
+
+def test_cli_dicom_in_dicom_out(runs: dict[str, Path], tmp_path: Path) -> None:
+    src = FIX / "dicom" / "MR_small.dcm"
+    out = tmp_path / "sr.dcm"
+    res = CliRunner().invoke(app, ["upscale", "-i", str(src), "-o", str(out), "-m", str(runs["baseline"])])
+    assert res.exit_code == 0, res.output
+    before, after = pydicom.dcmread(src), pydicom.dcmread(out)
+    assert (after.Rows, after.Columns) == (before.Rows * 4, before.Columns * 4)
+    np.testing.assert_allclose([float(v) for v in after.PixelSpacing],
+                               [float(v) / 4 for v in before.PixelSpacing])
+    assert after.SOPInstanceUID != before.SOPInstanceUID
+
+
+def test_cli_samples_writes_std_map(runs: dict[str, Path], tmp_path: Path) -> None:
+    src = tmp_path / "in.png"
+    write_image(src, _lr(8, 8), bit_depth=8)
+    out = tmp_path / "out.png"
+    res = CliRunner().invoke(app, ["upscale", "-i", str(src), "-o", str(out), "-m", str(runs["latent"]),
+                                   "--sampler", "ddim", "--steps", "2", "--eta", "1", "--samples", "2", "--std-map"])
+    assert res.exit_code == 0, res.output
+    assert read_image(out)[0].shape == (32, 32, 1)
+    assert (tmp_path / "out_std.png").is_file()
