@@ -82,10 +82,13 @@ def upscale_command(
     reduce: ReduceChoice = typer.Option(ReduceChoice.mean, "--reduce", help="How samples are combined."),
     std_map: bool = typer.Option(False, "--std-map/--no-std-map",
                                  help="Also write the per-pixel std over samples (<name>_std.png)."),
+    batch: int = typer.Option(1, "--batch", min=1, help="Images of one size upscaled together in one network batch."),
     device: Device = typer.Option(Device.cpu, "--device", help="Where the network runs."),
 ) -> None:
     """Super-resolve LR images; 1-channel and 16-bit stay so; DICOM in gives DICOM out."""
-    from ldsr.batch import run_batch
+    from tqdm import tqdm
+
+    from ldsr.batch import BatchResult
     from ldsr.io import list_images, read_image, write_image
     from ldsr.pipeline import load
 
@@ -107,11 +110,7 @@ def upscale_command(
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
 
-    def one(path: Path) -> Path:
-        image, meta = read_image(path)
-        image = _match_channels(image, up.channels)
-        res = up.upscale(image, sampler=None if sampler is None else str(sampler), steps=steps, eta=eta,
-                         seed=seed, samples=samples, reduce=str(reduce))  # type: ignore[arg-type]
+    def write(path: Path, meta, res) -> Path:  # noqa: ANN001 - ImageMeta, UpscaleResult
         dst = _out_path(path, None if single else input, output, single)
         if dst.resolve() == path.resolve():
             raise ValueError(f"{path}: output would overwrite the input")
@@ -125,7 +124,42 @@ def upscale_command(
             write_image(dst.with_name(f"{dst.stem}_std.png"), np.clip(res.std * 2.0, 0, 1), bit_depth=8)
         return dst
 
-    result = run_batch(files, one, desc="upscale", progress=True)
+    result: BatchResult[Path] = BatchResult()
+
+    def fail(path: Path, e: Exception) -> None:
+        reason = str(e)
+        reason = reason[len(str(path)) + 2:] if reason.startswith(f"{path}: ") else reason
+        typer.echo(f"error: {path}: {reason}", err=True)
+        result.failures.append((str(path), reason))
+
+    def flush(group: list) -> None:  # noqa: ANN001 - [(path, image, meta)]
+        try:
+            outs = up.upscale_batch([g[1] for g in group], sampler=None if sampler is None else str(sampler),
+                                    steps=steps, eta=eta, seed=seed, samples=samples, reduce=str(reduce))
+        except (ValueError, OSError, RuntimeError) as e:
+            for path, _, _ in group:
+                fail(path, e)
+            return
+        for (path, _, meta), res in zip(group, outs):
+            try:
+                result.ok.append(write(path, meta, res))
+            except (ValueError, OSError) as e:
+                fail(path, e)
+
+    pending: dict[tuple[int, ...], list] = {}
+    for path in tqdm(files, desc="upscale", disable=len(files) < 2):
+        try:
+            image, meta = read_image(path)
+        except (ValueError, OSError) as e:
+            fail(path, e)
+            continue
+        image = _match_channels(image, up.channels)
+        group = pending.setdefault(image.shape, [])
+        group.append((path, image, meta))
+        if len(group) == batch:
+            flush(pending.pop(image.shape))
+    for group in pending.values():
+        flush(group)
     typer.echo(f"upscale ({up.name}, x{up.scale}): {result.summary().splitlines()[0]} -> {output}")
     raise typer.Exit(result.exit_code)
 

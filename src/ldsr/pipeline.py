@@ -102,37 +102,65 @@ class Upscaler:
         reduce: Reduce = "mean",
     ) -> UpscaleResult:
         """SR of an (h, w, C) array in [0, 1] of any size (reflect-padded to what the network needs, then cropped)."""
-        if lr.ndim == 2:
-            lr = lr[:, :, None]
-        if lr.ndim != 3 or lr.shape[2] != self.channels:
-            raise ValueError(f"{self.name}: expects {self.channels}-channel (h, w, {self.channels}) images, got shape {lr.shape}")
-        if not np.isfinite(lr).all():
-            raise ValueError(f"{self.name}: input contains NaN or inf values")
+        return self.upscale_batch([lr], sampler=sampler, steps=steps, eta=eta, seed=seed, samples=samples,
+                                  reduce=reduce)[0]
+
+    def upscale_batch(
+        self,
+        lrs: list[np.ndarray],
+        *,
+        sampler: str | None = None,
+        steps: int | None = None,
+        eta: float | None = None,
+        seed: int = 0,
+        samples: int = 1,
+        reduce: Reduce = "mean",
+    ) -> list[UpscaleResult]:
+        """SR of several (h, w, C) arrays of one size in one network batch.
+
+        The batch shares one noise generator, so a diffusion model's draw for an image depends on its position in
+        the batch: the same inputs, batch and seed give the same outputs.
+        """
+        lrs = [x[:, :, None] if x.ndim == 2 else x for x in lrs]
+        for lr in lrs:
+            if lr.ndim != 3 or lr.shape[2] != self.channels:
+                raise ValueError(f"{self.name}: expects {self.channels}-channel (h, w, {self.channels}) images, "
+                                 f"got shape {lr.shape}")
+            if lr.shape != lrs[0].shape:
+                raise ValueError(f"a batch needs images of one size, got {lrs[0].shape} and {lr.shape}")
+            if not np.isfinite(lr).all():
+                raise ValueError(f"{self.name}: input contains NaN or inf values")
         if reduce not in REDUCTIONS:
             raise ValueError(f"reduce must be one of {', '.join(REDUCTIONS)}, got {reduce!r}")
         if samples < 1:
             raise ValueError(f"samples must be >= 1, got {samples}")
-        h, w = lr.shape[:2]
+        h, w = lrs[0].shape[:2]
         if self.kind == "bicubic":
-            return UpscaleResult(np.clip(imresize(lr, self.scale), 0.0, 1.0).astype(np.float32))
+            return [UpscaleResult(np.clip(imresize(lr, self.scale), 0.0, 1.0).astype(np.float32)) for lr in lrs]
         m = self._multiple()
         ph, pw = (-h) % m, (-w) % m
-        x = to_tensor(lr).to(self.device)  # (1, C, h, w) in [-1, 1]
+        x = torch.cat([to_tensor(lr) for lr in lrs]).to(self.device)  # (N, C, h, w) in [-1, 1]
         if ph or pw:
             mode = "reflect" if ph < h and pw < w else "replicate"
             x = F.pad(x, (0, pw, 0, ph), mode=mode)
         H, W = h * self.scale, w * self.scale
         with torch.no_grad():
             if self.kind == "baseline":
-                out = self.model.predict({"lr": x})[None]  # (1, 1, C, H', W')
+                out = self.model.predict({"lr": x})[None]  # (1, N, C, H', W')
             else:
                 g = torch.Generator().manual_seed(seed)
                 out = self.model.upscale(x, sampler=sampler, steps=steps, eta=eta, generator=g, samples=samples)
-        draws = np.stack([to_array(o[:, :, :H, :W]) for o in out])  # (S, H, W, C) in [0, 1]
-        if len(draws) == 1:
-            return UpscaleResult(draws[0])
-        image = {"mean": np.mean, "median": np.median}.get(reduce, lambda a, axis: a[0])(draws, axis=0)
-        return UpscaleResult(image.astype(np.float32), samples=draws, std=draws.std(axis=0).astype(np.float32))
+        out = out[..., :H, :W]  # (S, N, C, H, W)
+        results = []
+        for n in range(out.shape[1]):
+            draws = np.stack([to_array(o[n]) for o in out])  # (S, H, W, C) in [0, 1]
+            if len(draws) == 1:
+                results.append(UpscaleResult(draws[0]))
+                continue
+            image = {"mean": np.mean, "median": np.median}.get(reduce, lambda a, axis: a[0])(draws, axis=0)
+            results.append(UpscaleResult(image.astype(np.float32), samples=draws,
+                                         std=draws.std(axis=0).astype(np.float32)))
+        return results
 
 
 def _build(run: dict, state: dict[str, torch.Tensor]) -> tuple[Kind, nn.Module]:
