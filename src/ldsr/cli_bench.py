@@ -1,0 +1,198 @@
+"""`ldsr bench speed`: latent vs pixel diffusion SR, time and peak memory of one full upscale each.
+
+Each model runs in a fresh subprocess (`python -m ldsr.cli_bench '<json spec>'`, no shell) so that the CPU peak
+(max resident set size, which only grows) belongs to that model alone. Weights are random: the cost of a sampler
+step does not depend on the weights.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import time
+from typing import Any, Literal
+
+import torch
+import typer
+from torch import nn
+
+from ldsr.diffusion.sampling import SAMPLERS
+from ldsr.nets import UNET_DOWNSAMPLING, UNET_PRESETS
+
+bench = typer.Typer(help="Benchmarks.", no_args_is_help=True)
+Device = Literal["cpu", "cuda"]
+PresetName = Literal[tuple(UNET_PRESETS)]  # type: ignore[valid-type]  # the CLI choices are the dict's keys
+SamplerChoice = Literal[SAMPLERS]  # type: ignore[valid-type]
+LATENT_FACTOR = 4  # f of the autoencoder used for the latent model
+
+
+class _StandInAutoencoder(nn.Module):
+    """Minimal f=4 conv autoencoder with the ldsr.autoencoder interface, used only if that module is missing."""
+
+    def __init__(self, channels: int, latent_channels: int = 3, width: int = 64) -> None:
+        super().__init__()
+        self.factor, self.latent_channels, self.in_channels = LATENT_FACTOR, latent_channels, channels
+        self.register_buffer("scale_factor", torch.tensor(1.0))
+        # (N, C, H, W) -> (N, c_z, H/4, W/4) with two stride-2 convs, and back with two nearest-upsample convs
+        self.enc = nn.Sequential(nn.Conv2d(channels, width, 3, 2, 1), nn.SiLU(), nn.Conv2d(width, width, 3, 2, 1),
+                                 nn.SiLU(), nn.Conv2d(width, latent_channels, 3, 1, 1))
+        self.dec = nn.Sequential(nn.Conv2d(latent_channels, width, 3, 1, 1), nn.SiLU(), nn.Upsample(scale_factor=2.0),
+                                 nn.Conv2d(width, width, 3, 1, 1), nn.SiLU(), nn.Upsample(scale_factor=2.0),
+                                 nn.Conv2d(width, channels, 3, 1, 1))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.enc(x) * self.scale_factor
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.dec(z / self.scale_factor)
+
+
+def _autoencoder(preset: str, channels: int) -> tuple[Any, str]:
+    """An untrained f=4 VQ-VAE from ldsr.autoencoder (same preset name if it has one), or the stand-in."""
+    try:
+        from ldsr.autoencoder import AE_PRESETS, Autoencoder, AutoencoderConfig
+    except ModuleNotFoundError as e:
+        if e.name != "ldsr.autoencoder":
+            raise
+        return _StandInAutoencoder(channels), "stand-in conv f=4 (ldsr.autoencoder missing)"
+    ae_preset = preset if preset in AE_PRESETS else "small"
+    cfg = AutoencoderConfig(kind="vqvae", factor=LATENT_FACTOR, preset=ae_preset)
+    return Autoencoder(cfg, channels), f"ldsr.autoencoder vqvae f={LATENT_FACTOR} preset {ae_preset!r} (untrained)"
+
+
+def _worker(spec: dict[str, Any]) -> dict[str, Any]:
+    """Build one model, warm up, time `repeats` full upscales; runs inside its own process."""
+    from ldsr.nets import count_parameters
+    from ldsr.sr import SRConfig, build_model
+
+    if spec["threads"] > 0:
+        # On a shared CPU, OpenMP threads > free cores can be ~50x slower (spin-waiting); 1 thread is stable.
+        torch.set_num_threads(spec["threads"])
+    torch.manual_seed(0)
+    dev = torch.device(spec["device"])
+    space, channels, scale, hr = spec["space"], spec["channels"], spec["scale"], spec["hr"]
+    ae, ae_source = _autoencoder(spec["preset"], channels) if space == "latent" else (None, "")
+    cfg = SRConfig(space=space, unet=spec["preset"], sampler=spec["sampler"], steps=spec["steps"])
+    model = build_model(cfg, channels, scale, autoencoder=ae).to(dev).eval()
+    lr = (torch.rand(1, channels, hr // scale, hr // scale, generator=torch.Generator().manual_seed(0)) * 2 - 1).to(dev)
+
+    def run(sampler: str, steps: int) -> None:
+        model.upscale(lr, sampler=sampler, steps=steps, generator=torch.Generator().manual_seed(0))  # type: ignore[arg-type]
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux; model and imports included
+    # Warm-up: a 1-step DDIM upscale runs the same UNet and decoder at the same size (kernels, allocator, caches).
+    run("ddim", 1)
+    times = []
+    for _ in range(spec["repeats"]):
+        t0 = time.perf_counter()
+        run(spec["sampler"], spec["steps"])
+        times.append(time.perf_counter() - t0)
+    if dev.type == "cuda":
+        peak_mb = (torch.cuda.max_memory_allocated() - base) / 2**20
+    else:
+        peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
+    x_shape = model._target_shape(lr)
+    return {
+        "space": space,
+        "hr": hr,
+        "grid": "x".join(str(d) for d in x_shape[1:]),
+        "unet_params": count_parameters(model.unet),
+        "ae_params": count_parameters(ae) if ae is not None else 0,
+        "autoencoder": ae_source,
+        "steps": len(model.betas) if spec["sampler"] == "ddpm" else spec["steps"],
+        "seconds": sum(times) / len(times),
+        "peak_mb": peak_mb,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def _run_isolated(spec: dict[str, Any]) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, "-m", "ldsr.cli_bench", json.dumps(spec)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark worker for {spec['space']} HR {spec['hr']} failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _millions(n: int) -> str:
+    return f"{n / 1e6:.2f}M"
+
+
+def format_report(rows: list[dict[str, Any]]) -> str:
+    """Table of worker results, then the ratio lines (pixel / latent, so > 1 means latent is better)."""
+    head = f"{'HR':>5}  {'model':<6}  {'denoiser grid':<13}  {'params (UNet + AE)':<18}  {'steps':>5}  " \
+           f"{'s/image':>8}  {'peak MB':>8}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        params = _millions(r["unet_params"]) + (f" + {_millions(r['ae_params'])}" if r["ae_params"] else "")
+        lines.append(f"{r['hr']:>5}  {r['space']:<6}  {r['grid']:<13}  {params:<18}  {r['steps']:>5}  "
+                     f"{r['seconds']:>8.3f}  {r['peak_mb']:>8.1f}")
+    ae = {r["autoencoder"] for r in rows if r["autoencoder"]}
+    lines.append(f"autoencoder: {', '.join(sorted(ae))}; latent timing includes decoding; "
+                 f"torch threads: {rows[0]['threads']}")
+    lines.append("speed ratio = pixel s/image / latent s/image; memory ratio = pixel peak MB / latent peak MB "
+                 "(> 1: latent better)")
+    hrs = sorted({r["hr"] for r in rows})
+    speed, memory = [], []
+    for hr in hrs:
+        lat = next(r for r in rows if r["hr"] == hr and r["space"] == "latent")
+        pix = next(r for r in rows if r["hr"] == hr and r["space"] == "pixel")
+        label = f" (HR {hr})" if len(hrs) > 1 else ""
+        speed.append(f"{pix['seconds'] / lat['seconds']:.2f}{label}")
+        mem = f"{pix['peak_mb'] / lat['peak_mb']:.2f}" if lat["peak_mb"] > 0 else "n/a (latent peak below 1 KiB)"
+        memory.append(mem + label)
+    lines.append(f"latent/pixel speed ratio: {', '.join(speed)}")
+    lines.append(f"latent/pixel memory ratio: {', '.join(memory)}")
+    return "\n".join(lines)
+
+
+@bench.command("speed")
+def speed(
+    hr: list[int] = typer.Option([256], "--hr", min=8, help="HR side in pixels; repeat for several sizes."),
+    steps: int = typer.Option(50, "--steps", min=1, help="Sampler steps (ddpm always runs all T)."),
+    preset: PresetName = typer.Option(
+        "small", "--preset", help="UNet preset of both models (and autoencoder preset of the latent one)."
+    ),
+    scale: int = typer.Option(4, "--scale", min=1, help="SR factor."),
+    channels: Literal[1, 3] = typer.Option(1, "--channels", help="Image channels."),
+    device: Device = typer.Option("cpu", "--device", help="Torch device."),
+    sampler: SamplerChoice = typer.Option("ddim", "--sampler", help="Sampler."),
+    repeats: int = typer.Option(1, "--repeats", min=1, help="Timed upscales per model (mean reported)."),
+    threads: int = typer.Option(0, "--threads", min=0, help="torch CPU threads per worker; 0 = torch's default."),
+) -> None:
+    """Time one batch-1 upscale of the latent and the pixel (SR3) model, each in a fresh process."""
+    channels = int(channels)
+    levels = UNET_DOWNSAMPLING[preset]
+    for h in hr:
+        # HR must split into whole LR pixels and the UNet grid must halve cleanly at every level.
+        if h % scale or h % (LATENT_FACTOR * levels):
+            raise typer.BadParameter(f"--hr {h} must be divisible by --scale {scale} and by "
+                                     f"{LATENT_FACTOR * levels} (autoencoder f x UNet downsampling of {preset})")
+    rows = []
+    for h in hr:
+        for space in ("latent", "pixel"):
+            spec = {"space": space, "hr": h, "steps": steps, "preset": preset, "scale": scale, "channels": channels,
+                    "device": device, "sampler": sampler, "repeats": repeats, "threads": threads}
+            typer.echo(f"running {space} HR {h} ...", err=True)
+            try:
+                rows.append(_run_isolated(spec))
+            except RuntimeError as e:
+                typer.echo(f"error: {e}", err=True)
+                raise typer.Exit(1) from e
+    typer.echo(format_report(rows))
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(bench, name="bench")
+
+
+if __name__ == "__main__":
+    print(json.dumps(_worker(json.loads(sys.argv[1]))))

@@ -1,0 +1,263 @@
+"""Diffusion super-resolution models.
+
+`LatentSR`: the denoiser works on the latent of a frozen autoencoder (Rombach et al. 2022, concat mode); the
+condition is the LR image resized to the latent grid and concatenated with the noisy HR latent.
+`PixelSR`: SR3 (Saharia et al. 2021); the denoiser works on HR pixels; the condition is the bicubic-upsampled LR.
+Both follow the Model protocol of docs/ARCHITECTURE.md (`training_loss`, `predict`, `config_dict`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal, Protocol, get_args
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ldsr.diffusion.objective import LOSSES, PREDICTIONS, LossName, Prediction, diffusion_loss
+from ldsr.diffusion.sampling import SAMPLERS, SamplerName, sample
+from ldsr.diffusion.schedules import ScheduleName, alphas_cumprod, betas_for
+from ldsr.nets import UNET_DOWNSAMPLING, UNET_PRESETS
+
+Space = Literal["latent", "pixel"]
+SPACES: tuple[str, ...] = get_args(Space)
+VALIDATION_SEED = 0  # predict() draws from a fixed seed so validation metrics are comparable across steps
+
+
+@dataclass
+class SRConfig:
+    """Diffusion SR model. `autoencoder` is the checkpoint path of a trained autoencoder (latent space only)."""
+
+    space: Space = "latent"
+    unet: str = "small"  # key of ldsr.nets.UNET_PRESETS
+    schedule: ScheduleName = "cosine"
+    timesteps: int = 2000  # T; the thesis uses 2000 for SR
+    prediction: Prediction = "epsilon"
+    loss: LossName = "smooth_l1"  # the thesis's training loss
+    autoencoder: str | None = None
+    sampler: SamplerName = "dpmpp"  # default sampler of predict() and upscale()
+    steps: int = 50
+    eta: float = 0.0
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first invalid field."""
+        choices = {"space": SPACES, "unet": tuple(UNET_PRESETS), "prediction": PREDICTIONS, "loss": LOSSES,
+                   "sampler": SAMPLERS}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"sr.{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
+        betas_for(self.schedule, self.timesteps)  # raises on an unknown schedule or T < 1
+        if self.steps < 1:
+            raise ValueError(f"sr.steps must be >= 1, got {self.steps}")
+
+
+class AutoencoderLike(Protocol):
+    """What LatentSR needs of ldsr.autoencoder.Autoencoder (see docs/ARCHITECTURE.md)."""
+
+    factor: int
+    latent_channels: int
+    in_channels: int
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor: ...
+    def decode(self, z: torch.Tensor) -> torch.Tensor: ...
+
+
+def _check_batch(hr: torch.Tensor, lr: torch.Tensor, scale: int) -> None:
+    if hr.ndim != 4 or lr.ndim != 4 or hr.shape[:2] != lr.shape[:2]:
+        raise ValueError(f"expected hr (N, C, H, W) and lr (N, C, H/s, W/s), got {tuple(hr.shape)}, {tuple(lr.shape)}")
+    if hr.shape[-2] != lr.shape[-2] * scale or hr.shape[-1] != lr.shape[-1] * scale:
+        raise ValueError(f"hr {tuple(hr.shape[-2:])} is not scale={scale} times lr {tuple(lr.shape[-2:])}")
+
+
+def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bicubic resize (align_corners=False) to `size`, antialiased when shrinking; identity when equal."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    shrink = size[0] < x.shape[-2] or size[1] < x.shape[-1]
+    return F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=shrink)
+
+
+class _DiffusionSR(nn.Module):
+    """Shared machinery: the denoiser `unet`, the betas buffer, the objective and the sampler calls."""
+
+    clip_denoised: bool
+
+    def __init__(self, cfg: SRConfig, unet: nn.Module, channels: int, scale: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.channels = channels
+        self.scale = scale
+        self.unet = unet
+        betas = betas_for(cfg.schedule, cfg.timesteps)  # (T,) float64
+        # Recomputed from the config, so not stored in checkpoints (persistent=False).
+        self.register_buffer("betas", betas, persistent=False)
+        self.register_buffer("alphas_cumprod", alphas_cumprod(betas).float(), persistent=False)
+
+    # --- per-space hooks -------------------------------------------------------------------------------------------
+    def _target(self, hr: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _condition(self, lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _target_shape(self, lr: torch.Tensor) -> tuple[int, int, int, int]:
+        raise NotImplementedError
+
+    def _to_image(self, x0: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    # --- shared ----------------------------------------------------------------------------------------------------
+    def _check_grid(self, size: tuple[int, ...]) -> None:
+        """The UNet halves its grid len(levels) - 1 times: the denoiser's H and W must be multiples of that."""
+        d = UNET_DOWNSAMPLING.get(self.cfg.unet, 1)
+        if size[0] % d or size[1] % d:
+            raise ValueError(f"denoiser grid {tuple(size)} must be divisible by {d} for unet={self.cfg.unet!r} "
+                             f"(choose an HR size that is a multiple of {d * getattr(self, 'factor', 1)})")
+
+    def net(self, x_in: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The denoiser as the objective and samplers see it: (N, C + C_cond, h, w), (N,) -> (N, C, h, w)."""
+        return self.unet(x_in, t).sample
+
+    def training_loss(
+        self, batch: dict[str, torch.Tensor], *, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Diffusion loss on batch["hr"] conditioned on batch["lr"]."""
+        hr, lr = batch["hr"], batch["lr"]
+        _check_batch(hr, lr, self.scale)
+        x0 = self._target(hr)
+        self._check_grid(tuple(x0.shape[-2:]))
+        cond = self._condition(lr, (x0.shape[-2], x0.shape[-1]))
+        loss = diffusion_loss(self.net, x0, cond, alphas_cumprod=self.alphas_cumprod, prediction=self.cfg.prediction,
+                              loss=self.cfg.loss, generator=generator)
+        return loss, {"loss": float(loss.detach())}
+
+    @torch.no_grad()
+    def predict(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """SR of batch["lr"] with the configured fast sampler and a fixed seed: (N, C, H, W) in [-1, 1]."""
+        return self.upscale(batch["lr"], generator=torch.Generator().manual_seed(VALIDATION_SEED))[0]
+
+    @torch.no_grad()
+    def upscale(
+        self,
+        lr: torch.Tensor,
+        *,
+        sampler: SamplerName | None = None,
+        steps: int | None = None,
+        eta: float | None = None,
+        generator: torch.Generator | None = None,
+        samples: int = 1,
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """`samples` SR draws of lr (N, C, h, w) in [-1, 1] -> (samples, N, C, h*scale, w*scale) in [-1, 1].
+
+        Draws are sequential (draw k starts from the generator state after draw k-1), so memory stays that of one.
+        `sampler`, `steps`, `eta` default to the config's.
+        """
+        if lr.ndim != 4 or lr.shape[1] != self.channels:
+            raise ValueError(f"lr must be (N, {self.channels}, h, w), got {tuple(lr.shape)}")
+        if samples < 1:
+            raise ValueError(f"samples must be >= 1, got {samples}")
+        shape = self._target_shape(lr)  # (N, C_x, H_x, W_x): latent or pixel grid
+        self._check_grid(shape[-2:])
+        cond = self._condition(lr, (shape[-2], shape[-1]))
+        draws = []
+        for _ in range(samples):
+            x0 = sample(
+                self.net, cond, shape, betas=self.betas,
+                sampler=self.cfg.sampler if sampler is None else sampler,
+                steps=self.cfg.steps if steps is None else steps,
+                eta=self.cfg.eta if eta is None else eta,
+                prediction=self.cfg.prediction, clip_denoised=self.clip_denoised,
+                generator=generator, progress=progress,
+            )
+            draws.append(self._to_image(x0).clamp(-1.0, 1.0))
+        return torch.stack(draws)  # (samples, N, C, H, W)
+
+    def config_dict(self) -> dict:
+        """The resolved SRConfig (what a checkpoint stores)."""
+        return dataclasses.asdict(self.cfg)
+
+
+class LatentSR(_DiffusionSR):
+    """Latent diffusion SR: UNet on cat([z_t, LR resized to the latent grid]); a frozen autoencoder maps z <-> x."""
+
+    clip_denoised = False  # latents are not bounded to [-1, 1]
+
+    def __init__(self, cfg: SRConfig, autoencoder: nn.Module, unet: nn.Module, channels: int, scale: int) -> None:
+        super().__init__(cfg, unet, channels, scale)
+        self.autoencoder = autoencoder.eval().requires_grad_(False)
+        self.factor = int(autoencoder.factor)
+        self.latent_channels = int(autoencoder.latent_channels)
+
+    def train(self, mode: bool = True) -> LatentSR:
+        """Train mode for the UNet only; the autoencoder stays in eval mode."""
+        super().train(mode)
+        self.autoencoder.eval()
+        return self
+
+    def _target(self, hr: torch.Tensor) -> torch.Tensor:
+        if hr.shape[-2] % self.factor or hr.shape[-1] % self.factor:
+            raise ValueError(f"HR size {tuple(hr.shape[-2:])} must be divisible by the autoencoder factor {self.factor}")
+        with torch.no_grad():
+            return self.autoencoder.encode(hr)  # (N, c_z, H/f, W/f), already times scale_factor
+
+    def _condition(self, lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        # (N, C, H/s, W/s) -> (N, C, H/f, W/f): identity when s == f, bicubic otherwise.
+        return resize(lr, size)
+
+    def _target_shape(self, lr: torch.Tensor) -> tuple[int, int, int, int]:
+        H, W = lr.shape[-2] * self.scale, lr.shape[-1] * self.scale
+        if H % self.factor or W % self.factor:
+            raise ValueError(f"HR size {(H, W)} (lr x{self.scale}) must be divisible by the autoencoder factor "
+                             f"{self.factor}")
+        return (lr.shape[0], self.latent_channels, H // self.factor, W // self.factor)
+
+    def _to_image(self, x0: torch.Tensor) -> torch.Tensor:
+        return self.autoencoder.decode(x0)  # (N, C, H, W)
+
+    def autoencoder_config(self) -> dict | None:
+        """The frozen autoencoder's own config_dict() (to rebuild it from a self-contained checkpoint), if any."""
+        fn = getattr(self.autoencoder, "config_dict", None)
+        return fn() if callable(fn) else None
+
+
+class PixelSR(_DiffusionSR):
+    """SR3: UNet on cat([x_t, bicubic(LR)]) at HR resolution."""
+
+    clip_denoised = True  # pixels live in [-1, 1]
+
+    def _target(self, hr: torch.Tensor) -> torch.Tensor:
+        return hr
+
+    def _condition(self, lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return resize(lr, size).clamp(-1.0, 1.0)  # (N, C, H, W); bicubic overshoots, hence the clamp
+
+    def _target_shape(self, lr: torch.Tensor) -> tuple[int, int, int, int]:
+        return (lr.shape[0], self.channels, lr.shape[-2] * self.scale, lr.shape[-1] * self.scale)
+
+    def _to_image(self, x0: torch.Tensor) -> torch.Tensor:
+        return x0
+
+
+def build_model(
+    cfg: SRConfig, channels: int, scale: int, autoencoder: nn.Module | None = None
+) -> LatentSR | PixelSR:
+    """LatentSR (needs a trained `autoencoder`, frozen here) or PixelSR from `cfg`, with a fresh UNet."""
+    cfg.validate()
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+        raise ValueError(f"scale must be an integer >= 1, got {scale!r}")
+    make_unet = UNET_PRESETS[cfg.unet]
+    if cfg.space == "pixel":
+        return PixelSR(cfg, make_unet(2 * channels, channels, 256), channels, scale)
+    if autoencoder is None:
+        hint = f" (load the checkpoint sr.autoencoder={cfg.autoencoder!r} and pass it)" if cfg.autoencoder else ""
+        raise ValueError(f"sr.space='latent' needs a trained autoencoder: build_model(..., autoencoder=...){hint}")
+    if int(autoencoder.in_channels) != channels:
+        raise ValueError(f"autoencoder has {autoencoder.in_channels} image channels, the data has {channels}")
+    c_z = int(autoencoder.latent_channels)
+    # UNet input: noisy latent (c_z) ++ LR on the latent grid (channels); output: the prediction for the latent.
+    return LatentSR(cfg, autoencoder, make_unet(c_z + channels, c_z, 64), channels, scale)
