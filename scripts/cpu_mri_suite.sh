@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The CPU benchmark suite on brain MRI (docs/BENCHMARKS.md): trains every model of configs/cpu/ on the
+# figshare train split and evaluates them on held-out slices. Needs ../shared/data (see its README).
+# Each training job uses one torch thread; run two jobs at once on a 2-core machine.
+#   bash scripts/cpu_mri_suite.sh train   # ~1 h on a 2-core CPU
+#   bash scripts/cpu_mri_suite.sh eval    # the comparison table and figures in runs/cpu/eval_mri/
+set -euo pipefail
+cd "$(dirname "$0")/.."
+L=.venv/bin/ldsr
+export OMP_NUM_THREADS=1
+
+train() {
+  $L train baseline -c configs/cpu/srcnn_x4.yaml
+  $L train baseline -c configs/cpu/fsrcnn_x4.yaml
+  # The VQ-VAE was trained for 1500 steps, then resumed to 6000 (the cosine LR schedule restarts over 6000).
+  $L train autoencoder -c configs/cpu/vqvae_f4.yaml
+  $L train autoencoder -c configs/cpu/vqvae_f4.yaml --resume train.steps=6000 train.ckpt_every=1500 train.val_every=1500
+  $L train autoencoder -c configs/cpu/vae_f4.yaml
+  $L train sr -c configs/cpu/ldm_sr_x4.yaml
+  $L train sr -c configs/cpu/ldm_sr_x4_vae.yaml
+  $L train sr -c configs/cpu/sr3_x4.yaml
+  $L train baseline -c configs/cpu/esrgan_x4.yaml
+}
+
+evaluate() {
+  local out=runs/cpu/eval_mri
+  rm -rf "$out/gt_full"
+  mkdir -p "$out/gt_full"
+  # 50 held-out slices (docs/DATA_SPLITS.md), evenly spaced over the sorted held-out list.
+  .venv/bin/python - "$out/gt_full" <<'PY'
+import shutil, sys
+import numpy as np
+from ldsr.data import list_sources
+src = list_sources(["../shared/data/mri/brain-tumor-figshare"], "test")
+for i in np.linspace(0, len(src) - 1, 50).round().astype(int):
+    p = src[i].path
+    shutil.copy(p, f"{sys.argv[1]}/{p.parent.name}_{p.name}")
+PY
+  $L degrade "$out/gt_full" "$out/pairs" --scale 4 --preset bicubic --seed 0 --hr-size 128
+  .venv/bin/python scripts/eval_autoencoder.py --data ../shared/data/mri/brain-tumor-figshare --count 50 \
+    --json "$out/autoencoders.json" runs/cpu/vqvae_f4 runs/cpu/vae_f4
+  $L evaluate --gt "$out/pairs/hr" --lr "$out/pairs/lr" --scale 4 --out "$out/report" \
+    --model bicubic --model runs/cpu/srcnn_x4 --model runs/cpu/fsrcnn_x4 --model runs/cpu/esrgan_x4 \
+    --model runs/cpu/sr3_x4 --model runs/cpu/ldm_sr_x4_vae --model runs/cpu/ldm_sr_x4 \
+    --sampler dpmpp --steps 20
+}
+
+case "${1:-}" in
+  train) train ;;
+  eval) evaluate ;;
+  *) echo "usage: $0 train|eval" >&2; exit 2 ;;
+esac
