@@ -164,3 +164,10 @@ def test_cli_batch_matches_shapes_and_counts(runs: dict[str, Path], tmp_path: Pa
     # A CNN is deterministic: batching does not change the result.
     single = load(runs["baseline"]).upscale(read_image(src / "im1.png")[0]).image
     np.testing.assert_allclose(read_image(out / "im1.png")[0], single, atol=1 / 255)
+
+
+def test_top_level_load(runs: dict[str, Path]) -> None:
+    import ldsr
+
+    up = ldsr.load(str(runs["baseline"]))
+    assert up.upscale(_lr(8, 8)).image.shape == (32, 32, 1)
