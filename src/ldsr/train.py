@@ -7,8 +7,12 @@ discriminator steps alternate on each batch), periodic validation (PSNR / SSIM o
 (ldsr.checkpoint) that resume exactly: the data order is a function of the step (ldsr.data), and the
 optimizer / scheduler / EMA / RNG states are stored as safetensors + JSON (no pickle).
 
-Single process only: the models are driven through their own methods (training_loss, predict), not through
-a DDP-wrapped forward, so multi-GPU runs are refused rather than silently unsynchronised.
+Multi-process (`accelerate launch --num_processes N`, DDP): the loss methods are reached through the
+forward of `_LossModule` (``mode="loss"`` -> `training_loss`, ``mode="disc"`` -> `discriminator_loss`), the
+module that `accelerator.prepare` wraps, so gradients are all-reduced; the models need no `forward` of their
+own for it, and checkpoints hold the inner model's parameter names. Process `r` of `W` reads the samples
+``m * W * batch + r * batch + i`` of micro-batch `m` (one process: unchanged). Logging, validation and
+checkpoints happen on the main process; the log shows the main process's share of each batch.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, Mapping
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import Sampler
 
 if TYPE_CHECKING:
     from ldsr.config import RunConfig
@@ -332,6 +337,44 @@ def validate(
 # the loop
 
 
+LossMode = Literal["loss", "disc"]
+
+
+class _LossModule(nn.Module):
+    """What `accelerator.prepare` wraps (DDP under a multi-process launch): its forward dispatches to the
+    model's loss methods, so the DDP forward (gradient all-reduce) is not bypassed. The model is kept as
+    `self.model`; checkpoints save `self.model`'s state dict, whose names are unchanged."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict[str, Any], mode: LossMode = "loss") -> tuple[torch.Tensor, dict[str, float]]:
+        if mode == "loss":
+            return self.model.training_loss(batch)  # type: ignore[operator]
+        if mode == "disc":
+            return self.model.discriminator_loss(batch)  # type: ignore[operator]
+        raise ValueError(f"mode must be 'loss' or 'disc', got {mode!r}")
+
+
+class _ShardStream(Sampler[int]):
+    """Endless sample numbers of process `rank` of `world`, starting at global micro-batch `micro`: micro-batch
+    m reads ``m * world * batch + rank * batch + i`` for i < batch, so the processes see disjoint shards and
+    one process sees start, start + 1, ... exactly as `ldsr.data.SampleStream(micro * batch)`."""
+
+    def __init__(self, micro: int, batch: int, rank: int = 0, world: int = 1) -> None:
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} outside world size {world}")
+        self.micro, self.batch, self.rank, self.world = int(micro), int(batch), int(rank), int(world)
+
+    def __iter__(self) -> Iterator[int]:
+        m = self.micro
+        while True:
+            base = (m * self.world + self.rank) * self.batch
+            yield from range(base, base + self.batch)
+            m += 1
+
+
 @contextlib.contextmanager
 def _frozen(params: list[nn.Parameter]) -> Iterator[None]:
     flags = [p.requires_grad for p in params]
@@ -374,12 +417,12 @@ def train(
     refuses a run_dir that already holds checkpoints. `stop_after` ends this call after that many steps
     (with a checkpoint), as an interruption would.
     """
-    from accelerate import Accelerator
+    from accelerate import Accelerator, DistributedDataParallelKwargs
     from torch.utils.data import DataLoader
 
     from ldsr import checkpoint as ck
     from ldsr.config import to_dict
-    from ldsr.data import SampleStream, build_train_dataset, build_val_dataset
+    from ldsr.data import build_train_dataset, build_val_dataset
 
     if model is None:
         cfg.resolve()
@@ -398,12 +441,16 @@ def train(
         )
 
     seed_everything(seed)
+    # DDP options, settled once the model is built (read by accelerator.prepare; ignored in one process)
+    ddp_kwargs = DistributedDataParallelKwargs()
     accelerator = Accelerator(
-        mixed_precision=tc.precision, gradient_accumulation_steps=tc.grad_accum, cpu=not torch.cuda.is_available()
+        mixed_precision=tc.precision,
+        gradient_accumulation_steps=tc.grad_accum,
+        cpu=not torch.cuda.is_available(),
+        kwargs_handlers=[ddp_kwargs],
     )
-    if accelerator.num_processes > 1:
-        raise ValueError("ldsr train runs in one process (one GPU); multi-process launches are not supported")
     device = accelerator.device
+    world, rank, is_main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
 
     # --- data ---
     train_ds = build_train_dataset(cfg.data, channels=cfg.channels, scale=cfg.scale, seed=seed)
@@ -429,11 +476,16 @@ def train(
     schedule: Callable[[int], float] = lambda s: lr_factor(s, tc)  # noqa: E731
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
     sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, schedule) if opt_d is not None else None
+    # Frozen weights (requires_grad False now, e.g. LatentSR's autoencoder) are not registered by DDP at all.
+    # With a discriminator, each step leaves one side without gradients (D in the generator step, G in the
+    # discriminator step; an autoencoder's D before disc_start): DDP must look for unused parameters (their
+    # gradients are then left untouched, not zeroed). Without one every trainable parameter gets a gradient.
+    ddp_kwargs.find_unused_parameters = opt_d is not None
     if opt_d is not None:
-        wrapped, opt, opt_d = accelerator.prepare(net, opt, opt_d)
+        wrapped, opt, opt_d = accelerator.prepare(_LossModule(net), opt, opt_d)
     else:
-        wrapped, opt = accelerator.prepare(net, opt)
-    net = accelerator.unwrap_model(wrapped)
+        wrapped, opt = accelerator.prepare(_LossModule(net), opt)
+    net = accelerator.unwrap_model(wrapped).model
     ema = EMA(net, tc.ema_decay, tc.ema_start) if tc.ema_decay > 0 else None
 
     config_dict = to_dict(cfg)
@@ -469,16 +521,27 @@ def train(
             accelerator.scaler.load_state_dict(trainer["scaler"])
         state_rng = trainer["rng"]
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log = RunLog(run_dir, step if resume_from is not None else None)
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    log = RunLog(run_dir, step if resume_from is not None else None) if is_main else None
     crop_border = 0 if cfg.task == "autoencoder" else cfg.scale
     # autoencoders built here get their latent scale measured (on the EMA weights) after the last step
     measure_scale = model is None and cfg.task == "autoencoder" and hasattr(net, "scale_factor")
 
     def save(at: int, seconds: float, extra: Mapping[str, Any] | None = None) -> Path:
+        """Checkpoint written by the main process; every process waits for it (all reach it at the same step)."""
+        folder = ckpt_dir / ck.checkpoint_name(at)
+        accelerator.wait_for_everyone()
+        if is_main:
+            _save(folder, at, seconds, extra)
+        accelerator.wait_for_everyone()
+        return folder
+
+    def _save(folder: Path, at: int, seconds: float, extra: Mapping[str, Any] | None) -> None:
         trainer_state = {
             "step": at,
-            "samples": at * tc.grad_accum * tc.batch_size,
+            "samples": at * tc.grad_accum * tc.batch_size * world,
+            "num_processes": world,
             "seconds": seconds,
             "rng": rng_state(),
             "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
@@ -487,8 +550,8 @@ def train(
         if opt_d is not None and sched_d is not None:
             state["optimizer_d"] = opt_d.state_dict()
             state["scheduler_d"] = sched_d.state_dict()
-        folder = ck.save_checkpoint(
-            ckpt_dir / ck.checkpoint_name(at),
+        ck.save_checkpoint(
+            folder,
             model=net,
             ema=ema.state_dict() if ema is not None else None,
             config=config_dict,
@@ -498,7 +561,6 @@ def train(
             metadata={**extra_meta, **(extra or {})},
         )
         _prune(ckpt_dir, tc.keep_last)
-        return folder
 
     def run_validation(at: int) -> dict[str, float]:
         if val_items is None:
@@ -511,7 +573,7 @@ def train(
     loader = DataLoader(
         train_ds,
         batch_size=tc.batch_size,
-        sampler=SampleStream(step * tc.grad_accum * tc.batch_size),
+        sampler=_ShardStream(step * tc.grad_accum, tc.batch_size, rank, world),
         num_workers=cfg.data.num_workers,
         generator=torch.Generator().manual_seed(seed),  # keeps the global torch RNG untouched
         pin_memory=device.type == "cuda",
@@ -520,12 +582,16 @@ def train(
     batches = iter(loader)
     if state_rng is not None:
         set_rng_state(state_rng)
+    if rank > 0:
+        # The RNG state (and checkpoint) is the main process's: the others draw their own noise (diffusion
+        # timesteps, dropout ...), from streams fixed by the seed, the rank and the start step.
+        seed_everything(seed + 1_000_003 * rank + 7919 * step)
 
     start_step = step
     t0 = time.perf_counter()
     end = tc.steps if stop_after is None else min(tc.steps, start_step + stop_after)
     bar = None
-    if progress:
+    if progress and is_main:
         from tqdm import tqdm
 
         bar = tqdm(total=tc.steps, initial=step, desc=f"train {cfg.task}", dynamic_ncols=True, file=sys.stderr)
@@ -540,7 +606,7 @@ def train(
                 batch = _to_device(next(batches), device)
                 with accelerator.accumulate(wrapped):
                     with _frozen(disc_params), accelerator.autocast():
-                        loss, logs = net.training_loss(batch)
+                        loss, logs = wrapped(batch)
                     if not torch.isfinite(loss.detach()):
                         raise FloatingPointError(f"loss is {loss.item()} at step {step + 1}; lower train.lr or check the data")
                     accelerator.backward(loss)
@@ -558,7 +624,7 @@ def train(
                     step_logs["loss"] = step_logs.get("loss", 0.0) + float(loss.detach()) / tc.grad_accum
                     if opt_d is not None:
                         with _frozen(gen_params), accelerator.autocast():
-                            d_loss, d_logs = net.discriminator_loss(batch)  # type: ignore[operator]
+                            d_loss, d_logs = wrapped(batch, mode="disc")
                         accelerator.backward(d_loss)
                         if accelerator.sync_gradients and tc.grad_clip > 0:
                             accelerator.unscale_gradients(opt_d)
@@ -581,15 +647,16 @@ def train(
             do_val = tc.val_every > 0 and step % tc.val_every == 0
             do_log = (tc.log_every > 0 and step % tc.log_every == 0) or do_val or step == tc.steps
             if do_log:
-                row: dict[str, Any] = {"step": step, "lr": lr_now}
-                row.update({k: v / max(count, 1) for k, v in sums.items()})
-                if do_val or step == tc.steps:
-                    row.update(run_validation(step))
-                row["seconds"] = round(seconds, 3)
-                log.add(row)
+                if log is not None:
+                    row: dict[str, Any] = {"step": step, "lr": lr_now}
+                    row.update({k: v / max(count, 1) for k, v in sums.items()})
+                    if do_val or step == tc.steps:
+                        row.update(run_validation(step))
+                    row["seconds"] = round(seconds, 3)
+                    log.add(row)
+                    if bar is not None:
+                        bar.set_postfix({k: f"{row[k]:.4g}" for k in ("loss", "lr", "val_psnr") if k in row})
                 sums, count = {}, 0
-                if bar is not None:
-                    bar.set_postfix({k: f"{row[k]:.4g}" for k in ("loss", "lr", "val_psnr") if k in row})
             if bar is not None:
                 bar.update(1)
             if (tc.ckpt_every > 0 and step % tc.ckpt_every == 0) or step == end:
@@ -599,11 +666,19 @@ def train(
     finally:
         if bar is not None:
             bar.close()
-        log.close()
+        if log is not None:
+            log.close()
 
+    if world > 1:
+        # DDP broadcasts the buffers (BatchNorm statistics, step counters) from the main process before each
+        # forward, so after the last one they differ per process: end with the main process's (the saved ones).
+        with torch.no_grad():
+            for b in net.buffers():
+                torch.distributed.broadcast(b, src=0)
     seconds = seconds_before + time.perf_counter() - t0
     if measure_scale and step == tc.steps:
         # The latent scale (1 / std of the training latents) of the weights that will be used: the EMA's.
+        # Every process measures it (same weights, same samples), so they all end with the same model.
         scale = _measure_latent_scale(net, ema, train_ds, tc.batch_size, device)
         return save(step, seconds, {"scale_factor": scale})
     if last_saved != step:
