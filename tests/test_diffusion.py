@@ -170,9 +170,9 @@ def _run(sampler: str, seed: int, eta: float = 0.0, net: torch.nn.Module | None 
 
 
 # Golden values: the mean of one draw from a tiny UNet initialised with torch.manual_seed(0), seed 0, cosine
-# T=20, 4 steps (ddpm: all 20). They pin the current behaviour (scheduler wiring, noise order, seeding) so
+# T=20 truncated at log-SNR -5.1 (19 steps), 4 steps (ddpm: all 19). They pin the current behaviour (scheduler wiring, noise order, seeding) so
 # that an unintended change shows up; they say nothing about sample quality (the network is untrained).
-GOLDEN_MEAN = {"ddpm": 1.206812459975481, "ddim": 2.2015211805701256, "dpmpp": 2.1951256692409515}
+GOLDEN_MEAN = {"ddpm": 0.057493050990160555, "ddim": 0.02215011286898516, "dpmpp": -0.04822050093207508}
 
 
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpmpp"])
@@ -225,3 +225,19 @@ def test_unet_presets_shapes_and_sizes() -> None:
     assert tiny(torch.zeros(2, 4, 8, 8), torch.tensor([0, 7])).sample.shape == (2, 3, 8, 8)
     assert 100_000 < count_parameters(tiny) < 300_000
     assert set(UNET_PRESETS) == {"tiny", "small", "base"}
+
+
+def test_chain_truncated_at_min_log_snr() -> None:
+    # Cosine, T = 2000: abar(T-1) ~ 6e-10 (last beta clipped at 0.999); the sampler stops where log-SNR < -5.1.
+    from ldsr.diffusion.sampling import truncate_betas
+
+    betas = betas_for("cosine", 2000)
+    kept = truncate_betas(betas, -5.1)
+    abar = alphas_cumprod(betas)
+    log_snr = 0.5 * torch.log(abar / (1 - abar))
+    assert log_snr[len(kept) - 1] >= -5.1 > log_snr[len(kept)]
+    assert 1900 < len(kept) < 2000
+    torch.testing.assert_close(kept, betas[: len(kept)])
+    with pytest.raises(ValueError, match="removes every step"):
+        truncate_betas(betas, 20.0)
+

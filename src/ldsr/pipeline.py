@@ -78,7 +78,9 @@ class Upscaler:
         steps = self.default_steps if steps is None else steps
         sampler = self.default_sampler
         if sampler == "ddpm":
-            return int(self.model.betas.numel())  # ancestral sampling walks all T steps
+            from ldsr.diffusion.sampling import DEFAULT_MIN_LOG_SNR, truncate_betas
+
+            return len(truncate_betas(self.model.betas, DEFAULT_MIN_LOG_SNR))  # every step of the chain
         return int(steps or 0)
 
     def _multiple(self) -> int:

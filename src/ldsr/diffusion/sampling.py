@@ -8,6 +8,13 @@ Clipping: diffusers clips the predicted x0 to [-1, 1], right for pixels and wron
 are built with clip_sample=False and `clip_denoised=True` (pixel space) clips x0 here instead, re-expressing the
 clipped x0 in the network's parameterisation (improved-diffusion's `_predict_eps_from_xstart`); this is applied
 identically for every sampler, including DPM-Solver++ which has no clip option of its own.
+
+Terminal SNR: the cosine schedule clips its last beta at 0.999, so abar at t = T-1 is ~1e-9 (T = 2000). An epsilon
+model's x0 estimate there, (x_t - sqrt(1 - abar) eps) / sqrt(abar), multiplies the network's error by ~1e4; in
+pixel space the x0 clip hides it, in latent space (no clip) the sample explodes. Every sampler therefore runs
+the chain truncated at the last t whose log-SNR lambda(t) = 0.5 log(abar / (1 - abar)) is >= `min_log_snr`
+(diffusers' `lambda_min_clipped`, -5.1 for cosine); x_t ~ N(0, I) there is still exact to within abar ~ 4e-5.
+Timestep indices below the cut are unchanged, so the network sees the t values it was trained on.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from ldsr.diffusion.objective import PREDICTIONS, Net, Prediction
 SamplerName = Literal["ddpm", "ddim", "dpmpp"]
 SAMPLERS: tuple[str, ...] = get_args(SamplerName)
 
+DEFAULT_MIN_LOG_SNR = -5.1  # diffusers' lambda_min_clipped for the cosine schedule; see the module docstring
 _DIFFUSERS_PREDICTION = {"epsilon": "epsilon", "v": "v_prediction", "sample": "sample"}
 
 
@@ -106,14 +114,16 @@ def sample_ddim(
     generator: torch.Generator | None,
     progress: bool,
 ) -> torch.Tensor:
-    """DDIM (Song et al. 2021, eq. 12) on `steps` trailing timesteps; eta = 0 deterministic, eta = 1 ~ DDPM."""
+    """DDIM (Song et al. 2021, eq. 12) on `steps` uniformly strided timesteps; eta = 0 deterministic, 1 ~ DDPM."""
     scheduler = DDIMScheduler(
         num_train_timesteps=len(betas),
         trained_betas=betas.double().cpu().numpy(),
         clip_sample=False,
         set_alpha_to_one=True,
         prediction_type=_DIFFUSERS_PREDICTION[prediction],
-        timestep_spacing="trailing",  # start at t = T-1 (Lin et al. 2024), not at T - T/steps
+        # Uniform stride k = T // steps from t = 0 (Song et al. 2021's schedule): diffusers' DDIM steps from t to
+        # t - k, so only this spacing keeps the update on the timesteps the network is evaluated at.
+        timestep_spacing="leading",
     )
     scheduler.set_timesteps(steps)
     return _run(scheduler, net, cond, x, prediction=prediction, clip_denoised=clip_denoised, progress=progress,
@@ -147,6 +157,16 @@ def sample_dpmpp(
                 desc="dpm-solver++")
 
 
+def truncate_betas(betas: torch.Tensor, min_log_snr: float) -> torch.Tensor:
+    """betas[: t_max + 1] with t_max the last step whose log-SNR 0.5 log(abar / (1 - abar)) >= min_log_snr."""
+    abar = torch.cumprod(1.0 - betas.double(), dim=0)  # (T,)
+    log_snr = 0.5 * (torch.log(abar) - torch.log1p(-abar))
+    keep = int((log_snr >= min_log_snr).sum())  # log-SNR falls monotonically with t
+    if keep < 1:
+        raise ValueError(f"min_log_snr={min_log_snr} removes every step (log-SNR at t=0 is {float(log_snr[0]):.2f})")
+    return betas[:keep]
+
+
 Sampler = Callable[..., torch.Tensor]
 SAMPLER_FNS: dict[str, Sampler] = {"ddpm": sample_ddpm, "ddim": sample_ddim, "dpmpp": sample_dpmpp}
 
@@ -164,11 +184,13 @@ def sample(
     clip_denoised: bool = False,
     generator: torch.Generator | None = None,
     progress: bool = False,
+    min_log_snr: float | None = DEFAULT_MIN_LOG_SNR,
 ) -> torch.Tensor:
     """Draw x_0 of `shape` (N, C, H, W) from x_T ~ N(0, I) given `cond` (N, C_cond, H, W) on the same grid.
 
-    `ddpm` always runs all T = len(betas) ancestral steps (`steps` is ignored); `ddim` and `dpmpp` run `steps`
-    evaluations (1 <= steps <= T). `eta` is DDIM's stochasticity and must be 0 for the other samplers.
+    `ddpm` runs every ancestral step of the chain (`steps` is ignored); `ddim` and `dpmpp` run `steps`
+    evaluations (1 <= steps <= T). The chain is truncated where the log-SNR falls below `min_log_snr`
+    (None: never). `eta` is DDIM's stochasticity and must be 0 for the other samplers.
     """
     if sampler not in SAMPLER_FNS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
@@ -188,6 +210,9 @@ def sample(
     if generator is not None and generator.device.type != "cpu":
         raise ValueError(f"generator must be a CPU torch.Generator (got one on {generator.device}); noise is drawn "
                          "on the CPU and moved so that a seed gives the same image on every device")
+    if min_log_snr is not None:
+        betas = truncate_betas(betas, min_log_snr)
+        steps = min(steps, len(betas))
     # x_T ~ N(0, I), drawn on the CPU then moved: the same seed gives the same start on CPU and GPU.
     x = torch.randn(tuple(shape), generator=generator, dtype=torch.float32).to(device=cond.device, dtype=cond.dtype)
     return SAMPLER_FNS[sampler](
