@@ -18,6 +18,8 @@ train() {
   $L train autoencoder -c configs/cpu/vae_f4.yaml
   $L train sr -c configs/cpu/ldm_sr_x4.yaml
   $L train sr -c configs/cpu/ldm_sr_x4_vae.yaml
+  $L train sr -c configs/cpu/ldm_sr_x4_v.yaml        # the same with v-prediction
+  $L train sr -c configs/cpu/ldm_sr_x4_vae_v.yaml
   $L train sr -c configs/cpu/sr3_x4.yaml
   $L train baseline -c configs/cpu/esrgan_x4.yaml
 }
@@ -42,6 +44,7 @@ PY
   $L evaluate --gt "$out/pairs/hr" --lr "$out/pairs/lr" --scale 4 --out "$out/report" \
     --model bicubic --model runs/cpu/srcnn_x4 --model runs/cpu/fsrcnn_x4 --model runs/cpu/esrgan_x4 \
     --model runs/cpu/sr3_x4 --model runs/cpu/ldm_sr_x4_vae --model runs/cpu/ldm_sr_x4 \
+    --model runs/cpu/ldm_sr_x4_vae_v --model runs/cpu/ldm_sr_x4_v \
     --sampler dpmpp --steps 20
 }
 
