@@ -180,7 +180,7 @@ def test_diffusion_seeds_mean_and_std(tmp_path: Path, monkeypatch: pytest.Monkey
     class FakeDiffusion:  # a seeded "sampler": bicubic plus seed-dependent noise
         name, kind, scale, channels, n_params = "ldm", "latent", 4, 1, 1234
 
-        def nfe(self, steps: int | None = None) -> int:
+        def nfe(self, steps: int | None = None, sampler: str | None = None) -> int:
             return 2 * int(steps or 0)
 
         def upscale(self, lr: np.ndarray, **kw: Any) -> pipeline.UpscaleResult:

@@ -78,7 +78,11 @@ def test_latent_checkpoint_is_self_contained(runs: dict[str, Path], tmp_path: Pa
     shutil.copytree(ckpt, copy)
     shutil.rmtree(ckpt.parents[2] / "ae")
     up = load(copy)
-    assert up.kind == "latent" and up.nfe(7) == 7
+    assert up.kind == "latent" and up.nfe(7) == 7 and up.nfe(7, "ddim") == 7
+    from ldsr.diffusion.sampling import DEFAULT_MIN_LOG_SNR, truncate_betas
+
+    # ancestral DDPM walks every step of the chain, truncated where the log-SNR drops below -5.1
+    assert up.nfe(7, "ddpm") == len(truncate_betas(up.model.betas, DEFAULT_MIN_LOG_SNR)) <= len(up.model.betas)
 
 
 def test_seeded_samples_and_uncertainty(runs: dict[str, Path]) -> None:

@@ -69,14 +69,14 @@ class Upscaler:
             return sum(p.numel() for p in self.model.generator.parameters())
         return sum(p.numel() for p in self.model.parameters())
 
-    def nfe(self, steps: int | None = None) -> int:
+    def nfe(self, steps: int | None = None, sampler: str | None = None) -> int:
         """Network evaluations per sample: 0 for bicubic, 1 for CNNs, the sampler's step count for diffusion."""
         if self.kind == "bicubic":
             return 0
         if self.kind == "baseline":
             return 1
         steps = self.default_steps if steps is None else steps
-        sampler = self.default_sampler
+        sampler = self.default_sampler if sampler is None else sampler
         if sampler == "ddpm":
             from ldsr.diffusion.sampling import DEFAULT_MIN_LOG_SNR, truncate_betas
 

@@ -387,7 +387,8 @@ def run_method(source: str, method: str, cases: Sequence[Case], cfg: EvalConfig)
             up = pipeline.load(source, scale=cfg.scale, channels=channels, device=cfg.device)
         diffusion = up.kind in DIFFUSION_KINDS
         run = MethodRun(method=method, source=source, kind=up.kind, params=int(up.n_params),
-                        steps=cfg.steps if diffusion else None, nfe=int(up.nfe(cfg.steps if diffusion else None)),
+                        steps=cfg.steps if diffusion else None,
+                        nfe=int(up.nfe(cfg.steps, cfg.sampler) if diffusion else up.nfe()),
                         sampler=cfg.sampler if diffusion else None, device=cfg.device)  # fmt: skip
         n_seeds = cfg.samples if diffusion else 1
         if cases:
