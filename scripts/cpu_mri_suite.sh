@@ -48,8 +48,25 @@ PY
     --sampler dpmpp --steps 20
 }
 
+# Histology (3 channels): only the CNN baselines so far.
+histology() {
+  local out=runs/cpu/eval_histo
+  $L train baseline -c configs/cpu/srcnn_x4_rgb.yaml
+  $L train baseline -c configs/cpu/fsrcnn_x4_rgb.yaml
+  rm -rf "$out/gt" && mkdir -p "$out/gt"
+  .venv/bin/python - "$out/gt" <<'PY'
+import shutil, sys
+from ldsr.data import list_sources
+for s in list_sources(["../shared/data/histology/cmu1-small-region/tiles150"], "test"):
+    shutil.copy(s.path, sys.argv[1])
+PY
+  $L evaluate --gt "$out/gt" --preset bicubic --seed 0 --scale 4 --out "$out/report" \
+    --model bicubic --model runs/cpu/srcnn_x4_rgb --model runs/cpu/fsrcnn_x4_rgb
+}
+
 case "${1:-}" in
   train) train ;;
   eval) evaluate ;;
-  *) echo "usage: $0 train|eval" >&2; exit 2 ;;
+  histology) histology ;;
+  *) echo "usage: $0 train|eval|histology" >&2; exit 2 ;;
 esac
