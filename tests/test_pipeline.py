@@ -51,6 +51,16 @@ def _lr(h: int = 13, w: int = 10) -> np.ndarray:
     return imresize(img[200:200 + 4 * h, 200:200 + 4 * w], 0.25).clip(0, 1).astype(np.float32)
 
 
+def test_cli_bicubic_keeps_grey(tmp_path: Path) -> None:
+    src = tmp_path / "in.png"
+    write_image(src, _lr(8, 8), bit_depth=16)
+    res = CliRunner().invoke(app, ["upscale", "-i", str(src), "-o", str(tmp_path / "out.png"), "-m", "bicubic",
+                                   "--scale", "4"])
+    assert res.exit_code == 0, res.output
+    out, meta = read_image(tmp_path / "out.png")
+    assert out.shape == (32, 32, 1) and meta.bit_depth == 16
+
+
 def test_bicubic_is_matlab_imresize() -> None:
     lr = _lr()
     out = load("bicubic", scale=4, channels=1).upscale(lr)

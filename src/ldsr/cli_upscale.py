@@ -153,7 +153,8 @@ def upscale_command(
         except (ValueError, OSError) as e:
             fail(path, e)
             continue
-        image = _match_channels(image, up.channels)
+        if up.channels is not None:
+            image = _match_channels(image, up.channels)
         group = pending.setdefault(image.shape, [])
         group.append((path, image, meta))
         if len(group) == batch:

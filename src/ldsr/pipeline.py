@@ -49,7 +49,7 @@ class Upscaler:
         name: str,
         kind: Kind,
         scale: int,
-        channels: int,
+        channels: int | None,
         model: nn.Module | None = None,
         device: str = "cpu",
     ) -> None:
@@ -125,7 +125,7 @@ class Upscaler:
         """
         lrs = [x[:, :, None] if x.ndim == 2 else x for x in lrs]
         for lr in lrs:
-            if lr.ndim != 3 or lr.shape[2] != self.channels:
+            if lr.ndim != 3 or (self.channels is not None and lr.shape[2] != self.channels):
                 raise ValueError(f"{self.name}: expects {self.channels}-channel (h, w, {self.channels}) images, "
                                  f"got shape {lr.shape}")
             if lr.shape != lrs[0].shape:
@@ -209,7 +209,7 @@ def load(
     if str(source) == "bicubic":
         if scale is None:
             raise ValueError("bicubic needs an explicit scale")
-        return Upscaler("bicubic", "bicubic", scale, channels or 3)
+        return Upscaler("bicubic", "bicubic", scale, channels)  # channels None: any
     from ldsr.checkpoint import load_weights
 
     shipped = shipped_models()
