@@ -218,6 +218,7 @@ def load(
         names = ", ".join(shipped) or "none installed"
         raise ValueError(f"{source}: no such checkpoint and not a shipped model (shipped: {names})")
     state, run = load_weights(path, ema=True)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}  # fp16 shipped weights
     kind, model = _build(run, state)
     if scale is not None and scale != run["scale"]:
         raise ValueError(f"{source}: model is x{run['scale']}, asked for x{scale}")

@@ -1,0 +1,157 @@
+"""Export a trained SR / baseline checkpoint as a shipped model: `models/<name>/` (see `ldsr.pipeline`).
+
+A shipped model folder holds only what inference needs::
+
+    models/<name>/
+        ema.safetensors   EMA weights (float16 by default; metadata: the source's config + "dtype")
+        config.json       the source checkpoint's info + "exported_from" and "dtype"
+        MODEL_CARD.md     what the model was trained on and how, from the checkpoint and the given card entries
+
+`ldsr.pipeline.load("<name>")` reads it like any checkpoint folder (float16 weights are cast back to float32).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from ldsr.checkpoint import CONFIG_FILE, EMA_FILE, MODEL_FILE, load_weights, read_info, resolve_checkpoint
+from ldsr.io import atomic_path
+from ldsr.pipeline import MODELS_DIR
+
+CARD_FILE = "MODEL_CARD.md"
+_RESERVED = ("bicubic",)  # names `ldsr.pipeline.load` answers itself
+
+
+def _check_name(name: str) -> None:
+    bad = [s for s in ("/", "\\", os.sep, os.altsep or "/") if s in name]
+    if not name or bad or name in (".", "..") or name.startswith(".") or name.strip() != name or "\0" in name:
+        raise ValueError(f"model name {name!r} must be a plain folder name (no path separators, not hidden)")
+    if name in _RESERVED:
+        raise ValueError(f"model name {name!r} is reserved")
+
+
+def _weights_file(checkpoint: str | os.PathLike[str]) -> Path:
+    """The safetensors file `load_weights(..., ema=True)` reads (for its metadata)."""
+    p = resolve_checkpoint(checkpoint)
+    if p.name == CONFIG_FILE:
+        p = p.parent
+    if p.is_dir():
+        return p / EMA_FILE if (p / EMA_FILE).is_file() else p / MODEL_FILE
+    return p
+
+
+def _fmt_size(n: int) -> str:
+    return f"{n / 2**20:.2f} MB ({n:,} bytes)"
+
+
+def _card(name: str, info: Mapping[str, Any], *, source: Path, n_params: int, kind: str, dtype: str, size: int,
+          extra: Mapping[str, Any]) -> str:
+    """MODEL_CARD.md text: only values read from the checkpoint or passed in `extra`."""
+    cfg = info.get("config") or {}
+    data = cfg.get("data") or {}
+    train = cfg.get("train") or {}
+    extra = dict(extra)
+    licence = extra.pop("licence", None) or extra.pop("license", None)
+    lines = [f"# {name}", ""]
+    lines += [
+        f"- Task: {cfg.get('task')} ({kind}), x{cfg.get('scale')}, {cfg.get('channels')}-channel input",
+    ]
+    if cfg.get("task") == "baseline":
+        lines.append(f"- Architecture: {(cfg.get('baseline') or {}).get('arch')}")
+    elif cfg.get("task") == "sr":
+        sr = cfg.get("sr") or {}
+        lines.append(f"- Architecture: {sr.get('space')}-space diffusion, UNet preset {sr.get('unet')}, "
+                     f"T={sr.get('timesteps')}, prediction {sr.get('prediction')}")
+    lines += [
+        f"- Parameters: {n_params:,}",
+        f"- Weights: {EMA_FILE}, {dtype}, {_fmt_size(size)}",
+        f"- ldsr version: {info.get('ldsr_version')}",
+        "",
+        "## Training",
+        "",
+        f"- Training data: {', '.join(map(str, data.get('train') or [])) or '(none recorded)'}"
+        f" (split: {data.get('split')})",
+    ]
+    if data.get("paired"):
+        lines.append(f"- Paired data: {data.get('paired')}")
+    lines += [
+        f"- Licence of the training data / weights: {licence if licence is not None else 'not recorded'}",
+        f"- Degradation preset: {data.get('degradation')}"
+        + (f" (validation: {data['val_degradation']})" if data.get("val_degradation") else ""),
+        f"- HR crop: {data.get('hr_size')} px",
+        f"- Steps: {info.get('step')} (of {train.get('steps')} configured), batch {train.get('batch_size')}, "
+        f"lr {train.get('lr')}, EMA decay {train.get('ema_decay')} (EMA weights: {info.get('ema')})",
+        f"- Exported from: {source}",
+    ]
+    if cfg.get("task") == "sr":
+        sr = cfg.get("sr") or {}
+        lines += ["", "## Sampler defaults", "",
+                  f"- Sampler: {sr.get('sampler')}, steps: {sr.get('steps')}, eta: {sr.get('eta')}"]
+    if extra:
+        lines += ["", "## Results and notes", ""]
+        lines += [f"- {k}: {v}" for k, v in extra.items()]
+    lines += ["", "## Usage", "", "```python", "from ldsr.pipeline import load", "",
+              f'sr = load("{name}").upscale(lr_image)  # (h, w, C) array in [0, 1]', "```", ""]
+    return "\n".join(lines)
+
+
+def export_model(
+    checkpoint: str | Path,
+    name: str,
+    *,
+    out_root: Path = MODELS_DIR,
+    half: bool = True,
+    card: dict | None = None,
+    max_mb: float = 25.0,
+) -> Path:
+    """Write `out_root/<name>/` (ema.safetensors, config.json, MODEL_CARD.md) from a trained SR or baseline
+    checkpoint (folder, run dir or safetensors file). Returns the folder.
+
+    Raises ValueError for a name that is not a plain folder name, an autoencoder (or other non-SR) checkpoint,
+    or weights larger than `max_mb` megabytes (checked before anything is written)."""
+    _check_name(name)
+    source = resolve_checkpoint(checkpoint).resolve()
+    info = read_info(source)
+    task = (info.get("config") or {}).get("task")
+    if task not in ("sr", "baseline"):
+        raise ValueError(f"{checkpoint}: a {task!r} checkpoint is not an SR model; only sr / baseline "
+                         "checkpoints can be exported")
+    state, _ = load_weights(source, ema=True)
+    if task == "baseline":  # inference uses the generator only (a GAN checkpoint also holds its discriminator)
+        state = {k: v for k, v in state.items() if k.startswith("generator.")}
+    dtype = "float16" if half else "float32"
+    state = {k: (v.to(getattr(torch, dtype)) if v.is_floating_point() else v).contiguous() for k, v in state.items()}
+    est = sum(v.numel() * v.element_size() for v in state.values())
+    if est > max_mb * 2**20:
+        raise ValueError(f"{name}: weights are {_fmt_size(est)}, over the {max_mb} MB limit for shipped models")
+
+    from ldsr.pipeline import load  # the model must rebuild from the source before anything is written
+
+    up = load(source)
+    with safe_open(str(_weights_file(source)), framework="pt") as f:
+        meta = dict(f.metadata() or {})
+    meta.update({"format": "pt", "dtype": json.dumps(dtype)})  # read_info JSON-decodes metadata values
+
+    folder = Path(out_root) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder / EMA_FILE) as tmp:
+        save_file(state, str(tmp), metadata=meta)
+    size = (folder / EMA_FILE).stat().st_size
+    if size > max_mb * 2**20:  # metadata pushed it over: do not leave it behind
+        (folder / EMA_FILE).unlink()
+        raise ValueError(f"{name}: {EMA_FILE} is {_fmt_size(size)}, over the {max_mb} MB limit for shipped models")
+    out_info = {**info, "exported_from": str(source), "dtype": dtype}
+    with atomic_path(folder / CONFIG_FILE) as tmp:
+        tmp.write_text(json.dumps(out_info, indent=2), encoding="utf-8")
+    text = _card(name, info, source=source, n_params=up.n_params, kind=up.kind, dtype=dtype, size=size,
+                 extra=card or {})
+    with atomic_path(folder / CARD_FILE) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return folder

@@ -1,0 +1,126 @@
+"""Exporting trained checkpoints as shipped models (models/<name>/) and loading them by name."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+import ldsr.pipeline
+from ldsr.config import load_config
+from ldsr.export import export_model
+from ldsr.io import read_image
+from ldsr.resize import imresize
+from ldsr.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "configs" / "tiny"
+FIX = ROOT / "fixtures"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny runs trained for two steps: a VQ-VAE, a latent SR model on it and an SRCNN."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    d = tmp_path_factory.mktemp("export_runs")
+    common = ["train.steps=2", "train.val_every=0"]
+    out = {"ae": train(load_config(TINY / "vqvae.yaml", [f"train.run_dir={d / 'ae'}", *common]), progress=False)}
+    out["latent"] = train(load_config(TINY / "ldm_sr.yaml", [f"train.run_dir={d / 'ldm'}",
+                                                            f"sr.autoencoder={d / 'ae'}", *common]), progress=False)
+    out["baseline"] = train(load_config(TINY / "srcnn.yaml", [f"train.run_dir={d / 'srcnn'}", *common]),
+                            progress=False)
+    torch.set_num_threads(n)
+    return out
+
+
+def _lr(h: int = 12, w: int = 10) -> np.ndarray:
+    img, _ = read_image(FIX / "mri" / "figshare_0_1840.jpg")
+    return imresize(img[200:200 + 4 * h, 200:200 + 4 * w], 0.25).clip(0, 1).astype(np.float32)
+
+
+def test_baseline_export_loads_by_name(runs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    models = tmp_path / "models"
+    folder = export_model(runs["baseline"], "srcnn-tiny", out_root=models, card={"PSNR (test)": "12.3 dB"})
+    assert folder == models / "srcnn-tiny"
+    with safe_open(str(folder / "ema.safetensors"), framework="pt") as f:
+        meta = f.metadata()
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
+    assert json.loads(meta["dtype"]) == "float16" and json.loads(meta["config"])["task"] == "baseline"
+    info = json.loads((folder / "config.json").read_text())
+    assert info["dtype"] == "float16" and info["exported_from"] and info["step"] == 2
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert "Steps: 2" in card and "12.3 dB" in card and "bicubic" in card  # the tiny degradation preset
+
+    monkeypatch.setattr(ldsr.pipeline, "MODELS_DIR", models)
+    assert ldsr.pipeline.shipped_models() == {"srcnn-tiny": folder}
+    up = ldsr.pipeline.load("srcnn-tiny")
+    assert up.name == "srcnn-tiny" and up.kind == "baseline"
+    assert next(up.model.parameters()).dtype == torch.float32
+    lr = _lr()
+    ref = ldsr.pipeline.load(runs["baseline"]).upscale(lr).image
+    out = up.upscale(lr).image
+    assert out.shape == ref.shape == (48, 40, 1)
+    assert np.abs(out - ref).max() < 2e-3
+
+
+def test_latent_export_loads_by_name(runs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    models = tmp_path / "models"
+    folder = export_model(runs["latent"], "ldm-tiny", out_root=models)
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert "Steps: 2" in card and "Sampler:" in card
+    monkeypatch.setattr(ldsr.pipeline, "MODELS_DIR", models)
+    assert "ldm-tiny" in ldsr.pipeline.shipped_models()
+    up = ldsr.pipeline.load("ldm-tiny")
+    assert up.kind == "latent"
+    res = up.upscale(_lr(8, 8), steps=2)
+    assert res.image.shape == (32, 32, 1) and np.isfinite(res.image).all()
+
+
+def test_no_half_keeps_float32(runs: dict[str, Path], tmp_path: Path) -> None:
+    folder = export_model(runs["baseline"], "srcnn32", out_root=tmp_path, half=False)
+    with safe_open(str(folder / "ema.safetensors"), framework="pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float32}
+        assert json.loads(f.metadata()["dtype"]) == "float32"
+
+
+@pytest.mark.parametrize("name", ["a/b", "a\\b", "..", ".", "", "bicubic", ".hidden"])
+def test_bad_names_are_refused(runs: dict[str, Path], tmp_path: Path, name: str) -> None:
+    with pytest.raises(ValueError):
+        export_model(runs["baseline"], name, out_root=tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
+def test_autoencoder_and_oversize_are_refused(runs: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="autoencoder"):
+        export_model(runs["ae"], "ae", out_root=tmp_path)
+    with pytest.raises(ValueError, match="limit"):
+        export_model(runs["baseline"], "big", out_root=tmp_path, max_mb=1e-4)
+    assert not any(tmp_path.iterdir())
+
+
+def test_script(runs: dict[str, Path], tmp_path: Path) -> None:
+    cmd = [sys.executable, str(ROOT / "scripts" / "export_model.py"), str(runs["baseline"]), "cli-model",
+           "--out", str(tmp_path), "--no-half", "--card", "licence=CC0", "--card", "note=a=b"]
+    res = subprocess.run(cmd, capture_output=True, text=True, env={"OMP_NUM_THREADS": "1", "PATH": ""},
+                         timeout=300)
+    assert res.returncode == 0, res.stderr
+    card = (tmp_path / "cli-model" / "MODEL_CARD.md").read_text()
+    assert "CC0" in card and "note: a=b" in card and "float32" in card
+    bad = subprocess.run([*cmd[:3], "x/y", "--out", str(tmp_path)], capture_output=True, text=True,
+                         env={"OMP_NUM_THREADS": "1", "PATH": ""}, timeout=300)
+    assert bad.returncode == 1 and "error:" in bad.stderr
