@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import Optional
@@ -135,7 +136,8 @@ def upscale_command(
     def flush(group: list) -> None:  # noqa: ANN001 - [(path, image, meta)]
         try:
             outs = up.upscale_batch([g[1] for g in group], sampler=None if sampler is None else str(sampler),
-                                    steps=steps, eta=eta, seed=seed, samples=samples, reduce=str(reduce))
+                                    steps=steps, eta=eta, seed=seed, samples=samples, reduce=str(reduce),
+                                    progress=sys.stderr.isatty())
         except (ValueError, OSError, RuntimeError) as e:
             for path, _, _ in group:
                 fail(path, e)

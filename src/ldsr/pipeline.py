@@ -102,10 +102,11 @@ class Upscaler:
         seed: int = 0,
         samples: int = 1,
         reduce: Reduce = "mean",
+        progress: bool = False,
     ) -> UpscaleResult:
         """SR of an (h, w, C) array in [0, 1] of any size (reflect-padded to what the network needs, then cropped)."""
         return self.upscale_batch([lr], sampler=sampler, steps=steps, eta=eta, seed=seed, samples=samples,
-                                  reduce=reduce)[0]
+                                  reduce=reduce, progress=progress)[0]
 
     def upscale_batch(
         self,
@@ -117,6 +118,7 @@ class Upscaler:
         seed: int = 0,
         samples: int = 1,
         reduce: Reduce = "mean",
+        progress: bool = False,
     ) -> list[UpscaleResult]:
         """SR of several (h, w, C) arrays of one size in one network batch.
 
@@ -151,7 +153,8 @@ class Upscaler:
                 out = self.model.predict({"lr": x})[None]  # (1, N, C, H', W')
             else:
                 g = torch.Generator().manual_seed(seed)
-                out = self.model.upscale(x, sampler=sampler, steps=steps, eta=eta, generator=g, samples=samples)
+                out = self.model.upscale(x, sampler=sampler, steps=steps, eta=eta, generator=g, samples=samples,
+                                         progress=progress)  # a bar over the sampler steps
         out = out[..., :H, :W]  # (S, N, C, H, W)
         results = []
         for n in range(out.shape[1]):
