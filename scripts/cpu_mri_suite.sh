@@ -48,11 +48,14 @@ PY
     --sampler dpmpp --steps 20
 }
 
-# Histology (3 channels): only the CNN baselines so far.
+# Histology (3 channels): CNN baselines, ESRGAN (L1 stage) and a VAE-DDPM with v-prediction.
 histology() {
   local out=runs/cpu/eval_histo
   $L train baseline -c configs/cpu/srcnn_x4_rgb.yaml
   $L train baseline -c configs/cpu/fsrcnn_x4_rgb.yaml
+  $L train baseline -c configs/cpu/esrgan_x4_rgb.yaml
+  $L train autoencoder -c configs/cpu/vae_f4_rgb.yaml
+  $L train sr -c configs/cpu/ldm_sr_x4_vae_v_rgb.yaml
   rm -rf "$out/gt" && mkdir -p "$out/gt"
   .venv/bin/python - "$out/gt" <<'PY'
 import shutil, sys
@@ -61,7 +64,8 @@ for s in list_sources(["../shared/data/histology/cmu1-small-region/tiles150"], "
     shutil.copy(s.path, sys.argv[1])
 PY
   $L evaluate --gt "$out/gt" --preset bicubic --seed 0 --scale 4 --out "$out/report" \
-    --model bicubic --model runs/cpu/srcnn_x4_rgb --model runs/cpu/fsrcnn_x4_rgb
+    --model bicubic --model runs/cpu/srcnn_x4_rgb --model runs/cpu/fsrcnn_x4_rgb \
+    --model runs/cpu/esrgan_x4_rgb --model runs/cpu/ldm_sr_x4_vae_v_rgb --sampler dpmpp --steps 20
 }
 
 case "${1:-}" in
