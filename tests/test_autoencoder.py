@@ -46,15 +46,6 @@ def mri_crops() -> torch.Tensor:
     return torch.from_numpy(crops) * 2.0 - 1.0
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convs run faster on one thread, and far faster when other jobs share the 2 cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _psnr01(y: torch.Tensor, x: torch.Tensor) -> float:
     """PSNR on the [0, 1] scale of two [-1, 1] tensors."""
     mse = (((y.clamp(-1, 1) - x) / 2.0) ** 2).mean().item()

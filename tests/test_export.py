@@ -24,19 +24,9 @@ TINY = ROOT / "configs" / "tiny"
 FIX = ROOT / "fixtures"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Tiny runs trained for two steps: a VQ-VAE, a latent SR model on it and an SRCNN."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
     d = tmp_path_factory.mktemp("export_runs")
     common = ["train.steps=2", "train.val_every=0"]
     out = {"ae": train(load_config(TINY / "vqvae.yaml", [f"train.run_dir={d / 'ae'}", *common]), progress=False)}
@@ -44,7 +34,6 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                                                             f"sr.autoencoder={d / 'ae'}", *common]), progress=False)
     out["baseline"] = train(load_config(TINY / "srcnn.yaml", [f"train.run_dir={d / 'srcnn'}", *common]),
                             progress=False)
-    torch.set_num_threads(n)
     return out
 
 

@@ -22,18 +22,9 @@ TINY = ROOT / "configs" / "tiny"
 FIX = ROOT / "fixtures"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Tiny checkpoints trained for two steps: a VQ-VAE, a latent SR model on it, a pixel SR3 and an SRCNN."""
-    torch.set_num_threads(1)
     d = tmp_path_factory.mktemp("runs")
     common = ["train.steps=2", "train.val_every=0"]
     train(load_config(TINY / "vqvae.yaml", [f"train.run_dir={d / 'ae'}", *common]), progress=False)
