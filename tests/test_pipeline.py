@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from ldsr.cli import app
