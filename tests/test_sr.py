@@ -72,6 +72,38 @@ def test_pixel_shapes_and_bicubic_condition(channels: int) -> None:
     assert model.predict({"lr": lr, "hr": torch.zeros(1, channels, 16, 16)}).shape == (1, channels, 16, 16)
 
 
+class ZeroNet(nn.Module):
+    """A denoiser that always predicts x0 = 0 (prediction="sample"): a residual model then returns its base."""
+
+    def forward(self, x_in: torch.Tensor, t: torch.Tensor) -> object:
+        return type("Out", (), {"sample": torch.zeros_like(x_in[:, : self.out_channels])})()
+
+
+@pytest.mark.parametrize("space", ["latent", "pixel"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_residual_shapes_and_zero_residual_is_the_base(space: str, channels: int) -> None:
+    model = _tiny(space, channels=channels, residual=True, residual_scale=4.0, prediction="sample")
+    c_x = 3 if space == "latent" else channels  # denoised channels: c_z or image channels
+    c_in = c_x + channels + (3 if space == "latent" else 0)  # x_t ++ LR (on the grid) [++ z(bicubic(LR))]
+    assert model.unet.config.in_channels == c_in and model.unet.config.out_channels == c_x
+    hr = torch.rand(2, channels, 16, 16) * 2 - 1
+    lr = F.avg_pool2d(hr, 4)
+    loss, _ = model.training_loss({"hr": hr, "lr": lr})
+    assert torch.isfinite(loss)
+    # The diffused quantity is (target - base) * residual_scale.
+    size = (4, 4) if space == "latent" else (16, 16)
+    base = model._base(lr, size)
+    target = model._target(hr)
+    assert base.shape == target.shape
+    zero = ZeroNet()
+    zero.out_channels = c_x
+    model.unet = zero
+    out = model.upscale(lr, generator=torch.Generator().manual_seed(0))[0]
+    bicubic = F.interpolate(lr, size=(16, 16), mode="bicubic", align_corners=False).clamp(-1, 1)
+    expected = model._to_image(model._base(lr, size)).clamp(-1, 1) if space == "latent" else bicubic
+    torch.testing.assert_close(out, expected)
+
+
 def test_predict_is_deterministic_and_autoencoder_frozen() -> None:
     model = _tiny()
     lr = torch.rand(1, 1, 8, 8) * 2 - 1
@@ -126,6 +158,8 @@ def test_errors() -> None:
         build_model(SRConfig(space="pixel", unet="tiny", schedule="cos"), 1, 4)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="autoencoder has 3 image channels"):
         build_model(SRConfig(unet="tiny"), 1, 4, StandInAE(3))
+    with pytest.raises(ValueError, match="residual_scale must be > 0"):
+        build_model(SRConfig(space="pixel", unet="tiny", residual=True, residual_scale=0.0), 1, 4)
     model = _tiny(scale=4)
     with pytest.raises(ValueError, match="not scale=4 times"):
         model.training_loss({"hr": torch.zeros(1, 1, 32, 32), "lr": torch.zeros(1, 1, 16, 16)})

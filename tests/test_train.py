@@ -206,6 +206,27 @@ def test_split_small_images_and_val(tmp_path: Path) -> None:
     assert build_val_dataset(DataConfig(train=[str(ROOT / "fixtures" / "mri")], val_split="train"), channels=1, scale=4, seed=0) is None
 
 
+def test_resize_shorter_side_before_cropping(tmp_path: Path) -> None:
+    # A 224x300 image (like the Kather 2016 copies, stored upsampled from 150) resized so its shorter side is 150.
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (224, 300, 3), dtype=np.uint8)).save(tmp_path / "tile.png")
+    from ldsr.data import resize_shorter_side
+    from ldsr.resize import imresize
+
+    ds = build_train_dataset(DataConfig(train=[str(tmp_path)], hr_size=150, resize=150, degradation="bicubic",
+                                        flips=False), channels=3, scale=2, seed=0)  # fmt: skip
+    img, _ = ds.cache.get(ds.sources[0])
+    assert img.shape == (150, 201, 3)  # 300 * 150 / 224 = 200.9
+    ref = np.asarray(Image.open(tmp_path / "tile.png"), dtype=np.float32) / 255
+    expected = np.clip(imresize(ref, size=(150, 201)), 0, 1)
+    assert np.abs(img - expected).max() <= 0.5 / 255 + 1e-6  # the cache stores 8-bit
+    assert ds[0]["hr"].shape == (3, 150, 150)
+    square = np.zeros((150, 150, 3), np.float32)
+    assert resize_shorter_side(square, 150) is square  # already the size: untouched
+    with pytest.raises(ValueError, match="data.resize must be >= 0"):
+        DataConfig(resize=-1)
+
+
 def test_paired_dataset_crops_match(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     for name, c in (("a", 1), ("b", 1)):

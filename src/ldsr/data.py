@@ -47,11 +47,14 @@ class DataConfig:
     nifti_axis: Literal[0, 1, 2] = 2  # NIfTI slicing axis (0 sagittal, 1 coronal, 2 axial)
     cache: bool = True  # keep decoded images in memory (uint8 / uint16) ...
     cache_max_mb: int = 2048  # ... up to this many MB per process
+    # Resize every HR image (MATLAB bicubic, antialiased) so that its shorter side is this many pixels before
+    # cropping; 0: off. E.g. 150 for the Kather 2016 tiles in ../shared/data, stored upsampled to 224.
+    resize: int = 0
 
     def __post_init__(self) -> None:
         if self.hr_size < 8:
             raise ValueError(f"data.hr_size must be >= 8, got {self.hr_size}")
-        for name in ("num_workers", "val_count", "cache_max_mb"):
+        for name in ("num_workers", "val_count", "cache_max_mb", "resize"):
             if getattr(self, name) < 0:
                 raise ValueError(f"data.{name} must be >= 0, got {getattr(self, name)}")
 
@@ -144,8 +147,9 @@ def list_sources(
 class _ImageCache:
     """Decoded images converted to the model's channels, stored compactly, bounded in size."""
 
-    def __init__(self, channels: int, enabled: bool, max_mb: int, nifti_axis: int) -> None:
+    def __init__(self, channels: int, enabled: bool, max_mb: int, nifti_axis: int, resize: int = 0) -> None:
         self.channels = channels
+        self.resize = resize
         self.enabled = enabled
         self.max_bytes = max_mb * 1024 * 1024
         self.nifti_axis = nifti_axis
@@ -162,6 +166,8 @@ class _ImageCache:
 
         arr, meta = read_image(src.path, frame=src.frame, axis=self.nifti_axis)
         arr = to_channels(arr, self.channels)
+        if self.resize:
+            arr = resize_shorter_side(arr, self.resize)
         bits = int(meta.bit_depth)
         if self.enabled:
             enc = _encode(arr, bits)
@@ -171,6 +177,18 @@ class _ImageCache:
                 self.nbytes += enc.nbytes
             arr = _decode(enc) if bits <= 16 else arr
         return arr, bits
+
+
+def resize_shorter_side(arr: np.ndarray, side: int) -> np.ndarray:
+    """(H, W, C) in [0, 1] -> MATLAB-bicubic resize whose shorter side is `side` (aspect kept), clipped to [0, 1]."""
+    from ldsr.resize import imresize
+
+    h, w = arr.shape[:2]
+    if min(h, w) == side:
+        return arr
+    r = side / min(h, w)
+    size = (side, max(1, round(w * r))) if h <= w else (max(1, round(h * r)), side)
+    return np.clip(imresize(arr.astype(np.float32), size=size), 0.0, 1.0)
 
 
 def _degrade_bits(bits: int) -> Literal[8, 16]:
@@ -235,6 +253,7 @@ class HRFolderDataset(_StreamDataset):
         cache: bool = True,
         cache_max_mb: int = 2048,
         nifti_axis: int = 2,
+        resize: int = 0,
     ) -> None:
         super().__init__(len(sources), seed)
         if hr_size % scale:
@@ -247,7 +266,7 @@ class HRFolderDataset(_StreamDataset):
         self.channels, self.scale, self.hr_size = channels, scale, hr_size
         self.degradation = degradation
         self.flips, self.rot90 = flips, rot90
-        self.cache = _ImageCache(channels, cache, cache_max_mb, nifti_axis)
+        self.cache = _ImageCache(channels, cache, cache_max_mb, nifti_axis, resize)
 
     def __getitem__(self, k: int) -> Item:
         from ldsr.degrade import degrade, random_crop
@@ -393,7 +412,7 @@ def build_val_dataset(cfg: DataConfig, *, channels: int, scale: int, seed: int) 
             items.append({"hr": _hwc_to_tensor(hr_c), "lr": _hwc_to_tensor(lr_c), "name": name})
         return ValDataset(items) if items else None
     sources = list_sources(cfg.val or cfg.train, cfg.val_split, frames=cfg.frames, nifti_axis=cfg.nifti_axis)
-    cache = _ImageCache(channels, False, 0, cfg.nifti_axis)
+    cache = _ImageCache(channels, False, 0, cfg.nifti_axis, cfg.resize)
     preset = cfg.val_degradation or cfg.degradation
     for i in _spread(len(sources), cfg.val_count):
         src = sources[i]
@@ -422,7 +441,8 @@ def build_train_dataset(cfg: DataConfig, *, channels: int, scale: int, seed: int
     sources = list_sources(cfg.train, cfg.split, frames=cfg.frames, nifti_axis=cfg.nifti_axis)
     if not sources:
         raise ValueError(f"no training images in {cfg.train} (split {cfg.split!r})")
-    return HRFolderDataset(sources, degradation=cfg.degradation, nifti_axis=cfg.nifti_axis, **common)  # type: ignore[arg-type]
+    return HRFolderDataset(sources, degradation=cfg.degradation, nifti_axis=cfg.nifti_axis, resize=cfg.resize,
+                           **common)  # type: ignore[arg-type]
 
 
 class SampleStream(Sampler[int]):

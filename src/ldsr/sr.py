@@ -3,6 +3,10 @@
 `LatentSR`: the denoiser works on the latent of a frozen autoencoder (Rombach et al. 2022, concat mode); the
 condition is the LR image resized to the latent grid and concatenated with the noisy HR latent.
 `PixelSR`: SR3 (Saharia et al. 2021); the denoiser works on HR pixels; the condition is the bicubic-upsampled LR.
+With `residual=True` either model diffuses the residual between the HR target and the bicubic-upsampled LR
+(SRDiff, Li et al. 2022) instead of the target itself: the chain only has to produce the high frequencies that
+bicubic lacks, and a zero residual already gives the bicubic image. In latent space the residual is
+z(HR) - z(bicubic(LR)), and z(bicubic(LR)) joins the condition.
 Both follow the Model protocol of docs/ARCHITECTURE.md (`training_loss`, `predict`, `config_dict`).
 """
 
@@ -40,6 +44,8 @@ class SRConfig:
     sampler: SamplerName = "dpmpp"  # default sampler of predict() and upscale()
     steps: int = 50
     eta: float = 0.0
+    residual: bool = False  # diffuse target - base, base = bicubic(LR) (pixel) or z(bicubic(LR)) (latent)
+    residual_scale: float = 1.0  # multiplies the residual so its std is ~1 (measure it: scripts/residual_std.py)
 
     def validate(self) -> None:
         """Raise ValueError naming the first invalid field."""
@@ -51,6 +57,8 @@ class SRConfig:
         betas_for(self.schedule, self.timesteps)  # raises on an unknown schedule or T < 1
         if self.steps < 1:
             raise ValueError(f"sr.steps must be >= 1, got {self.steps}")
+        if not self.residual_scale > 0:
+            raise ValueError(f"sr.residual_scale must be > 0, got {self.residual_scale}")
 
 
 class AutoencoderLike(Protocol):
@@ -108,6 +116,10 @@ class _DiffusionSR(nn.Module):
     def _to_image(self, x0: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def _base(self, lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """What a residual model adds its residual to, on the denoiser grid `size`."""
+        raise NotImplementedError
+
     # --- shared ----------------------------------------------------------------------------------------------------
     def _check_grid(self, size: tuple[int, ...]) -> None:
         """The UNet halves its grid len(levels) - 1 times: the denoiser's H and W must be multiples of that."""
@@ -127,8 +139,13 @@ class _DiffusionSR(nn.Module):
         hr, lr = batch["hr"], batch["lr"]
         _check_batch(hr, lr, self.scale)
         x0 = self._target(hr)
-        self._check_grid(tuple(x0.shape[-2:]))
-        cond = self._condition(lr, (x0.shape[-2], x0.shape[-1]))
+        size = (x0.shape[-2], x0.shape[-1])
+        self._check_grid(size)
+        cond = self._condition(lr, size)
+        if self.cfg.residual:
+            base = self._base(lr, size)
+            x0 = (x0 - base) * self.cfg.residual_scale  # the residual, ~unit std
+            cond = self._residual_condition(cond, base)
         loss = diffusion_loss(self.net, x0, cond, alphas_cumprod=self.alphas_cumprod, prediction=self.cfg.prediction,
                               loss=self.cfg.loss, generator=generator)
         return loss, {"loss": float(loss.detach())}
@@ -161,7 +178,12 @@ class _DiffusionSR(nn.Module):
             raise ValueError(f"samples must be >= 1, got {samples}")
         shape = self._target_shape(lr)  # (N, C_x, H_x, W_x): latent or pixel grid
         self._check_grid(shape[-2:])
-        cond = self._condition(lr, (shape[-2], shape[-1]))
+        size = (shape[-2], shape[-1])
+        cond = self._condition(lr, size)
+        base = self._base(lr, size) if self.cfg.residual else None
+        if base is not None:
+            cond = self._residual_condition(cond, base)
+        clip = self.clip_denoised and base is None  # a residual is not bounded to [-1, 1]
         draws = []
         for _ in range(samples):
             x0 = sample(
@@ -169,11 +191,16 @@ class _DiffusionSR(nn.Module):
                 sampler=self.cfg.sampler if sampler is None else sampler,
                 steps=self.cfg.steps if steps is None else steps,
                 eta=self.cfg.eta if eta is None else eta,
-                prediction=self.cfg.prediction, clip_denoised=self.clip_denoised,
+                prediction=self.cfg.prediction, clip_denoised=clip,
                 generator=generator, progress=progress,
             )
+            if base is not None:
+                x0 = base + x0 / self.cfg.residual_scale
             draws.append(self._to_image(x0).clamp(-1.0, 1.0))
         return torch.stack(draws)  # (samples, N, C, H, W)
+
+    def _residual_condition(self, cond: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+        return cond
 
     def config_dict(self) -> dict:
         """The resolved SRConfig (what a checkpoint stores)."""
@@ -217,6 +244,14 @@ class LatentSR(_DiffusionSR):
     def _to_image(self, x0: torch.Tensor) -> torch.Tensor:
         return self.autoencoder.decode(x0)  # (N, C, H, W)
 
+    def _base(self, lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        hr_size = (size[0] * self.factor, size[1] * self.factor)
+        with torch.no_grad():
+            return self.autoencoder.encode(resize(lr, hr_size).clamp(-1.0, 1.0))  # (N, c_z, H/f, W/f)
+
+    def _residual_condition(self, cond: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+        return torch.cat([cond, base], dim=1)  # (N, C + c_z, H/f, W/f): LR and the latent of bicubic(LR)
+
     def autoencoder_config(self) -> dict | None:
         """The frozen autoencoder's own config_dict() (to rebuild it from a self-contained checkpoint), if any."""
         fn = getattr(self.autoencoder, "config_dict", None)
@@ -240,6 +275,9 @@ class PixelSR(_DiffusionSR):
     def _to_image(self, x0: torch.Tensor) -> torch.Tensor:
         return x0
 
+    def _base(self, lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return self._condition(lr, size)  # bicubic(LR), (N, C, H, W)
+
 
 def build_model(
     cfg: SRConfig, channels: int, scale: int, autoencoder: nn.Module | None = None
@@ -259,5 +297,7 @@ def build_model(
     if int(autoencoder.in_channels) != channels:
         raise ValueError(f"autoencoder has {autoencoder.in_channels} image channels, the data has {channels}")
     c_z = int(autoencoder.latent_channels)
-    # UNet input: noisy latent (c_z) ++ LR on the latent grid (channels); output: the prediction for the latent.
-    return LatentSR(cfg, autoencoder, make_unet(c_z + channels, c_z, 64), channels, scale)
+    # UNet input: noisy latent (c_z) ++ LR on the latent grid (channels) [++ z(bicubic(LR)) (c_z) if residual];
+    # output: the prediction for the latent (or its residual).
+    c_in = c_z + channels + (c_z if cfg.residual else 0)
+    return LatentSR(cfg, autoencoder, make_unet(c_in, c_z, 64), channels, scale)
