@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# Fast sampling vs quality: one latent model on the first 20 held-out MRI pairs of the CPU suite, DPM-Solver++
-# at 10/20/50/100 steps and ancestral DDPM over the whole chain. Run after `cpu_mri_suite.sh eval` made the pairs.
-#   bash scripts/steps_sweep.sh runs/cpu/ldm_sr_x4_vae_v
+# Fast sampling vs quality: one model on the first 20 pairs of a held-out pair folder (an `ldsr degrade` output),
+# DPM-Solver++ at 10/20/50/100/1000 steps and ancestral DDPM over the whole chain; then a table and a plot.
+#   bash scripts/steps_sweep.sh MODEL [PAIRS] [OUT]
+#   bash scripts/steps_sweep.sh models/mri-x4 runs/cpu/eval_mri/pairs_bsrgan runs/cpu/steps_sweep/mri-x4
 set -euo pipefail
 cd "$(dirname "$0")/.."
-model=${1:?usage: $0 MODEL}
-pairs=runs/cpu/eval_mri/pairs
-out=runs/cpu/steps_sweep/$(basename "$model")
+model=${1:?usage: $0 MODEL [PAIRS] [OUT]}
+pairs=${2:-runs/cpu/eval_mri/pairs}
+out=${3:-runs/cpu/steps_sweep/$(basename "$model")}
+scale=${SCALE:-4}
 export OMP_NUM_THREADS=1
-for s in 10 20 50 100; do
-  .venv/bin/ldsr evaluate --gt $pairs/hr --lr $pairs/lr --scale 4 --limit 20 --model "$model" \
+for s in 10 20 50 100 1000; do
+  .venv/bin/ldsr evaluate --gt $pairs/hr --lr $pairs/lr --scale $scale --limit 20 --model "$model" \
     --sampler dpmpp --steps $s --heatmaps 0 --out "$out/dpmpp_$s"
 done
-.venv/bin/ldsr evaluate --gt $pairs/hr --lr $pairs/lr --scale 4 --limit 20 --model "$model" \
+.venv/bin/ldsr evaluate --gt $pairs/hr --lr $pairs/lr --scale $scale --limit 20 --model "$model" \
   --sampler ddpm --heatmaps 0 --out "$out/ddpm_full"
+.venv/bin/python scripts/plot_steps_sweep.py "$out"

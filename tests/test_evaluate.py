@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import csv
 import json
 from pathlib import Path
@@ -202,6 +203,14 @@ def test_diffusion_seeds_mean_and_std(tmp_path: Path, monkeypatch: pytest.Monkey
     per_seed = np.array(report.runs[0].per_seed)  # [image][seed]
     assert s["psnr_y"] == pytest.approx(per_seed.mean())
     assert s["psnr_y_std"] == pytest.approx(per_seed.mean(axis=0).std()) and s["psnr_y_std"] > 0
+    assert s["draws"] == 1  # the model's default (FakeDiffusion has no sr.samples)
+    # --draws N: each SR image averages N draws; the NFE counts every draw.
+    draws: list[object] = []
+    monkeypatch.setattr(FakeDiffusion, "upscale", lambda self, lr, **kw: draws.append(kw["samples"]) or
+                        pipeline.UpscaleResult(np.clip(imresize(lr, 4), 0, 1).astype(np.float32)))
+    (s4,) = evaluate(dataclasses.replace(cfg, samples=1, draws=4, out_dir=tmp_path / "r4")).summary
+    assert set(draws) == {4} and s4["draws"] == 4 and s4["nfe"] == 4 * 14
+    assert "7 (56), mean of 4" in (tmp_path / "r4" / "summary.md").read_text()
     assert all(r.psnr_y_std > 0 for r in report.runs[0].rows)
     assert len(list((tmp_path / "r" / "sr" / "ldm").rglob("*.png"))) == 6  # seed 10 + seed_11/ + seed_12/
     assert " ± " in (tmp_path / "r" / "summary.md").read_text(encoding="utf-8")

@@ -51,6 +51,10 @@ def evaluate_command(
     steps: int = typer.Option(50, "--steps", min=1, help="Sampler steps (diffusion models)."),
     sampler: SamplerChoice = typer.Option("dpmpp", "--sampler", help="Sampler (diffusion models)."),
     samples: int = typer.Option(1, "--samples", min=1, help="Seeds per image for diffusion models (mean and std)."),
+    draws: Optional[int] = typer.Option(
+        None, "--draws", min=1, show_default="each model's sr.samples",
+        help="Sampler draws averaged into each SR image (posterior-mean estimate; diffusion models).",
+    ),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Use the first N images.", show_default="all"),
     device: DeviceChoice = typer.Option("cpu", "--device", help="Where the models run."),
     heatmaps: int = typer.Option(3, "--heatmaps", min=0, help="Images per method with an SSIM heat map."),
@@ -64,7 +68,7 @@ def evaluate_command(
     cfg = EvalConfig(
         gt_dir=gt, models=tuple(model), out_dir=out, scale=scale, lr_dir=lr,
         preset=None if lr is not None else (preset or "bicubic"), seed=seed, sampler=sampler, steps=steps,
-        samples=samples, limit=limit, device=device, heatmaps=heatmaps, command=_command_line(ctx),
+        samples=samples, draws=draws, limit=limit, device=device, heatmaps=heatmaps, command=_command_line(ctx),
     )  # fmt: skip
     try:
         report = evaluate(cfg)

@@ -59,6 +59,7 @@ class Upscaler:
         cfg = getattr(model, "cfg", None)
         self.default_sampler: str | None = getattr(cfg, "sampler", None) if kind in ("latent", "pixel") else None
         self.default_steps: int | None = getattr(cfg, "steps", None) if kind in ("latent", "pixel") else None
+        self.default_samples: int = int(getattr(cfg, "samples", 1)) if kind in ("latent", "pixel") else 1
 
     @property
     def n_params(self) -> int:
@@ -100,7 +101,7 @@ class Upscaler:
         steps: int | None = None,
         eta: float | None = None,
         seed: int = 0,
-        samples: int = 1,
+        samples: int | None = None,
         reduce: Reduce = "mean",
         progress: bool = False,
     ) -> UpscaleResult:
@@ -116,7 +117,7 @@ class Upscaler:
         steps: int | None = None,
         eta: float | None = None,
         seed: int = 0,
-        samples: int = 1,
+        samples: int | None = None,
         reduce: Reduce = "mean",
         progress: bool = False,
     ) -> list[UpscaleResult]:
@@ -136,6 +137,7 @@ class Upscaler:
                 raise ValueError(f"{self.name}: input contains NaN or inf values")
         if reduce not in REDUCTIONS:
             raise ValueError(f"reduce must be one of {', '.join(REDUCTIONS)}, got {reduce!r}")
+        samples = self.default_samples if samples is None else samples
         if samples < 1:
             raise ValueError(f"samples must be >= 1, got {samples}")
         h, w = lrs[0].shape[:2]

@@ -53,6 +53,7 @@ class EvalConfig:
     sampler: str = "dpmpp"
     steps: int = 50
     samples: int = 1
+    draws: int | None = None  # sampler draws averaged into each SR image; None: each model's own sr.samples
     limit: int | None = None
     device: str = "cpu"
     heatmaps: int = 3
@@ -70,6 +71,7 @@ class EvalConfig:
         if not self.models:
             raise ValueError("give at least one --model (e.g. --model bicubic)")
         for name, value, low in (("scale", self.scale, 1), ("steps", self.steps, 1), ("samples", self.samples, 1),
+                                 ("draws", self.draws, 1),
                                  ("heatmaps", self.heatmaps, 0), ("limit", self.limit, 1)):  # fmt: skip
             if value is not None and value < low:
                 raise ValueError(f"--{name} must be >= {low}, got {value}")
@@ -133,6 +135,7 @@ class MethodRun:
     nfe: int
     sampler: str | None
     device: str
+    draws: int = 1  # sampler draws averaged into each SR image
     peak_mb: float = math.nan
     rows: list[Row] = field(default_factory=list)
     per_seed: list[list[float]] = field(default_factory=list)  # [image][seed] -> psnr_y; ssim in per_seed_ssim
@@ -143,7 +146,7 @@ class MethodRun:
     def summary(self) -> dict[str, Any]:
         """One Table 5.1 row (means over images; *_std over seeds of the test-set mean)."""
         out: dict[str, Any] = {k: getattr(self, k) for k in ("method", "source", "kind", "steps", "nfe", "sampler",
-                                                             "params", "device", "peak_mb")}  # fmt: skip
+                                                             "draws", "params", "device", "peak_mb")}  # fmt: skip
         out["n_images"] = len(self.rows)
         for key in METRIC_KEYS:
             out[key] = float(np.mean([getattr(r, key) for r in self.rows])) if self.rows else math.nan
@@ -359,7 +362,7 @@ def run_dir_of(source: str) -> Path | None:
 def _upscale(up: Any, lr: np.ndarray, cfg: EvalConfig, seed: int, mem: PeakMemory) -> tuple[np.ndarray, float]:
     kw: dict[str, Any] = {"seed": seed}
     if up.kind in DIFFUSION_KINDS:
-        kw.update(sampler=cfg.sampler, steps=cfg.steps)
+        kw.update(sampler=cfg.sampler, steps=cfg.steps, samples=cfg.draws)
     with mem.track():
         t0 = time.perf_counter()
         out = up.upscale(lr, **kw)
@@ -386,9 +389,10 @@ def run_method(source: str, method: str, cases: Sequence[Case], cfg: EvalConfig)
             channels = cases[0].gt.shape[2] if cases else None
             up = pipeline.load(source, scale=cfg.scale, channels=channels, device=cfg.device)
         diffusion = up.kind in DIFFUSION_KINDS
+        draws = (getattr(up, "default_samples", 1) if cfg.draws is None else cfg.draws) if diffusion else 1
         run = MethodRun(method=method, source=source, kind=up.kind, params=int(up.n_params),
                         steps=cfg.steps if diffusion else None,
-                        nfe=int(up.nfe(cfg.steps, cfg.sampler) if diffusion else up.nfe()),
+                        nfe=int(up.nfe(cfg.steps, cfg.sampler) * draws if diffusion else up.nfe()), draws=draws,
                         sampler=cfg.sampler if diffusion else None, device=cfg.device)  # fmt: skip
         n_seeds = cfg.samples if diffusion else 1
         if cases:
@@ -469,6 +473,7 @@ def provenance(cfg: EvalConfig, cases: Sequence[Case]) -> dict[str, Any]:
         "sampler": cfg.sampler,
         "steps": cfg.steps,
         "samples": cfg.samples,
+        "draws": "each model's sr.samples" if cfg.draws is None else cfg.draws,
         "seed": cfg.seed,
         "timing": "wall time of one upscale call, after one warm-up call on the first image",
         "peak_memory": "CUDA max_memory_allocated growth over load + upscale calls" if cfg.device.startswith("cuda")
@@ -524,6 +529,8 @@ def summary_table(rows: Sequence[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         steps = "/" if r["steps"] is None else f"{r['steps']} ({r['nfe']})"
+        if r.get("draws", 1) > 1:
+            steps += f", mean of {r['draws']}"
         cells = [r["method"], steps, _pm(r["psnr_y"], r["psnr_y_std"], ".2f", r["samples"]),
                  _pm(r["ssim_y"], r["ssim_y_std"], ".4f", r["samples"]), _params(r["params"]), f"{r['psnr_rgb']:.2f}",
                  f"{r['ssim_rgb']:.4f}", f"{r['lr_psnr']:.2f}", f"{r['seconds_per_image']:.3g}",

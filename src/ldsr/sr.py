@@ -44,6 +44,9 @@ class SRConfig:
     sampler: SamplerName = "dpmpp"  # default sampler of predict() and upscale()
     steps: int = 50
     eta: float = 0.0
+    # Draws averaged into one SR image by default (`ldsr upscale`, `ldsr evaluate`): their mean estimates the
+    # posterior mean E[x | LR], which trades the sampled detail for PSNR (the perception-distortion trade-off).
+    samples: int = 1
     residual: bool = False  # diffuse target - base, base = bicubic(LR) (pixel) or z(bicubic(LR)) (latent)
     residual_scale: float = 1.0  # multiplies the residual so its std is ~1 (measure it: scripts/residual_std.py)
 
@@ -57,6 +60,8 @@ class SRConfig:
         betas_for(self.schedule, self.timesteps)  # raises on an unknown schedule or T < 1
         if self.steps < 1:
             raise ValueError(f"sr.steps must be >= 1, got {self.steps}")
+        if self.samples < 1:
+            raise ValueError(f"sr.samples must be >= 1, got {self.samples}")
         if not self.residual_scale > 0:
             raise ValueError(f"sr.residual_scale must be > 0, got {self.residual_scale}")
 
