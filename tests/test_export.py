@@ -78,6 +78,20 @@ def test_latent_export_loads_by_name(runs: dict[str, Path], tmp_path: Path, monk
     assert up.kind == "latent"
     res = up.upscale(_lr(8, 8), steps=2)
     assert res.image.shape == (32, 32, 1) and np.isfinite(res.image).all()
+    # Inference defaults chosen after training travel with the shipped model (config.json and the metadata).
+    folder = export_model(runs["latent"], "ldm-avg", out_root=models,
+                          sampler_defaults={"sampler": "ddim", "steps": 3, "samples": 2})
+    assert json.loads((folder / "config.json").read_text())["config"]["sr"]["samples"] == 2
+    up = ldsr.pipeline.load("ldm-avg")
+    assert (up.default_sampler, up.default_steps, up.default_samples) == ("ddim", 3, 2)
+    assert "Sampler: ddim, steps: 3" in (folder / "MODEL_CARD.md").read_text()
+    assert up.upscale(_lr(8, 8)).samples.shape == (2, 32, 32, 1)
+    with pytest.raises(ValueError, match="unknown sampler default"):
+        export_model(runs["latent"], "bad", out_root=models, sampler_defaults={"timesteps": 10})
+    with pytest.raises(ValueError, match="sr.samples must be >= 1"):
+        export_model(runs["latent"], "bad", out_root=models, sampler_defaults={"samples": 0})
+    with pytest.raises(ValueError, match="only apply to diffusion"):
+        export_model(runs["baseline"], "bad", out_root=models, sampler_defaults={"steps": 3})
 
 
 def test_no_half_keeps_float32(runs: dict[str, Path], tmp_path: Path) -> None:

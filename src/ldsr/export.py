@@ -12,6 +12,7 @@ A shipped model folder holds only what inference needs::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -26,6 +27,7 @@ from ldsr.io import atomic_path
 from ldsr.pipeline import MODELS_DIR
 
 CARD_FILE = "MODEL_CARD.md"
+SAMPLER_DEFAULTS = ("sampler", "steps", "eta", "samples")  # sr.* fields a shipped model may re-default
 _RESERVED = ("bicubic",)  # names `ldsr.pipeline.load` answers itself
 
 
@@ -45,6 +47,23 @@ def _weights_file(checkpoint: str | os.PathLike[str]) -> Path:
     if p.is_dir():
         return p / EMA_FILE if (p / EMA_FILE).is_file() else p / MODEL_FILE
     return p
+
+
+def _with_sampler_defaults(info: Mapping[str, Any], defaults: Mapping[str, Any], source: object) -> dict[str, Any]:
+    """A copy of `info` whose config.sr carries `defaults`, validated as an SRConfig."""
+    from ldsr.config import from_dict
+    from ldsr.sr import SRConfig
+
+    cfg = dict(info.get("config") or {})
+    if cfg.get("task") != "sr":
+        raise ValueError(f"{source}: sampler defaults only apply to diffusion (sr) checkpoints")
+    bad = sorted(set(defaults) - set(SAMPLER_DEFAULTS))
+    if bad:
+        raise ValueError(f"unknown sampler default(s) {bad}; allowed: {', '.join(SAMPLER_DEFAULTS)}")
+    resolved = from_dict(SRConfig, {**cfg["sr"], **defaults}, "sr")  # types checked, the field named on error
+    resolved.validate()
+    sr = dataclasses.asdict(resolved)
+    return {**info, "config": {**cfg, "sr": sr}}
 
 
 def _fmt_size(n: int) -> str:
@@ -93,7 +112,8 @@ def _card(name: str, info: Mapping[str, Any], *, source: Path, n_params: int, ki
     if cfg.get("task") == "sr":
         sr = cfg.get("sr") or {}
         lines += ["", "## Sampler defaults", "",
-                  f"- Sampler: {sr.get('sampler')}, steps: {sr.get('steps')}, eta: {sr.get('eta')}"]
+                  f"- Sampler: {sr.get('sampler')}, steps: {sr.get('steps')}, eta: {sr.get('eta')}, "
+                  f"draws averaged per image: {sr.get('samples', 1)}"]
     if extra:
         lines += ["", "## Results and notes", ""]
         lines += [f"- {k}: {v}" for k, v in extra.items()]
@@ -110,12 +130,16 @@ def export_model(
     half: bool = True,
     card: dict | None = None,
     max_mb: float = 25.0,
+    sampler_defaults: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write `out_root/<name>/` (ema.safetensors, config.json, MODEL_CARD.md) from a trained SR or baseline
     checkpoint (folder, run dir or safetensors file). Returns the folder.
 
     Raises ValueError for a name that is not a plain folder name, an autoencoder (or other non-SR) checkpoint,
-    or weights larger than `max_mb` megabytes (checked before anything is written)."""
+    or weights larger than `max_mb` megabytes (checked before anything is written).
+
+    `sampler_defaults` (keys of SAMPLER_DEFAULTS) replace the trained config's `sr.sampler/steps/eta/samples`:
+    the inference defaults chosen after training (e.g. from a steps sweep); the weights are unchanged."""
     _check_name(name)
     source = resolve_checkpoint(checkpoint).resolve()
     info = read_info(source)
@@ -123,6 +147,8 @@ def export_model(
     if task not in ("sr", "baseline"):
         raise ValueError(f"{checkpoint}: a {task!r} checkpoint is not an SR model; only sr / baseline "
                          "checkpoints can be exported")
+    if sampler_defaults:
+        info = _with_sampler_defaults(info, sampler_defaults, checkpoint)
     state, _ = load_weights(source, ema=True)
     if task == "baseline":  # inference uses the generator only (a GAN checkpoint also holds its discriminator)
         state = {k: v for k, v in state.items() if k.startswith("generator.")}
@@ -137,7 +163,7 @@ def export_model(
     up = load(source)
     with safe_open(str(_weights_file(source)), framework="pt") as f:
         meta = dict(f.metadata() or {})
-    meta.update({"format": "pt", "dtype": json.dumps(dtype)})  # read_info JSON-decodes metadata values
+    meta.update({"format": "pt", "dtype": json.dumps(dtype), "config": json.dumps(info["config"])})  # read_info JSON-decodes metadata values
 
     folder = Path(out_root) / name
     folder.mkdir(parents=True, exist_ok=True)
