@@ -48,8 +48,10 @@ def evaluate_command(
         show_default=False,
     ),  # fmt: skip
     out: Path = typer.Option(Path("report"), "--out", help="Report folder."),
-    steps: int = typer.Option(50, "--steps", min=1, help="Sampler steps (diffusion models)."),
-    sampler: SamplerChoice = typer.Option("dpmpp", "--sampler", help="Sampler (diffusion models)."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Sampler steps (diffusion models).",
+                                        show_default="each model's sr.steps"),
+    sampler: Optional[SamplerChoice] = typer.Option(None, "--sampler", help="Sampler (diffusion models).",
+                                                    show_default="each model's sr.sampler"),
     samples: int = typer.Option(1, "--samples", min=1, help="Seeds per image for diffusion models (mean and std)."),
     draws: Optional[int] = typer.Option(
         None, "--draws", min=1, show_default="each model's sr.samples",

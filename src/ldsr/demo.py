@@ -1,7 +1,8 @@
 """`make demo`: degrade the bundled sample images, upscale them with bicubic and every shipped model that
 fits, and write demo/ with the SR images, comparison figures and a PSNR/SSIM table (also printed).
 
-Runs on a 2-core CPU in a few minutes: HR crops are 128x128 and diffusion models use the fast sampler. The
+Runs on a 2-core CPU in a few minutes: HR crops are 128x128 and diffusion models use their own (fast) sampler
+defaults. The
 default degradation is `bsrgan` (blur, down-sampling, noise and JPEG in random order), the one the shipped
 models were trained on; `--preset bicubic` gives the classic benchmark protocol.
 """
@@ -28,8 +29,8 @@ def _models_for(channels: int, scale: int) -> list[str]:
     return out
 
 
-def run(out: Path, *, hr_size: int = 128, preset: str = "bsrgan", seed: int = 0, steps: int = 20,
-        sampler: str = "dpmpp", runs: tuple[tuple[str, int, int], ...] = RUNS) -> int:
+def run(out: Path, *, hr_size: int = 128, preset: str = "bsrgan", seed: int = 0, steps: int | None = None,
+        sampler: str | None = None, runs: tuple[tuple[str, int, int], ...] = RUNS) -> int:
     """Degrade -> upscale -> measure, per (fixture group, scale). Returns the exit code."""
     from ldsr.degrade import degrade_folder
     from ldsr.report import EvalConfig, evaluate
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m ldsr.demo", description=__doc__)
     p.add_argument("--out", type=Path, default=Path("demo"), help="output folder (default: demo)")
     p.add_argument("--preset", default="bsrgan", help="degradation preset (default: bsrgan, as the shipped models)")
-    p.add_argument("--steps", type=int, default=20, help="diffusion sampler steps (default: 20)")
+    p.add_argument("--steps", type=int, default=None, help="diffusion sampler steps (default: each model's own)")
     a = p.parse_args(argv)
     return run(a.out, preset=a.preset, steps=a.steps)
 

@@ -50,8 +50,8 @@ class EvalConfig:
     lr_dir: Path | None = None
     preset: Preset | None = None
     seed: int = 0
-    sampler: str = "dpmpp"
-    steps: int = 50
+    sampler: str | None = None  # None: each diffusion model's own default (its sr.sampler / sr.steps)
+    steps: int | None = None
     samples: int = 1
     draws: int | None = None  # sampler draws averaged into each SR image; None: each model's own sr.samples
     limit: int | None = None
@@ -390,10 +390,11 @@ def run_method(source: str, method: str, cases: Sequence[Case], cfg: EvalConfig)
             up = pipeline.load(source, scale=cfg.scale, channels=channels, device=cfg.device)
         diffusion = up.kind in DIFFUSION_KINDS
         draws = (getattr(up, "default_samples", 1) if cfg.draws is None else cfg.draws) if diffusion else 1
-        run = MethodRun(method=method, source=source, kind=up.kind, params=int(up.n_params),
-                        steps=cfg.steps if diffusion else None,
-                        nfe=int(up.nfe(cfg.steps, cfg.sampler) * draws if diffusion else up.nfe()), draws=draws,
-                        sampler=cfg.sampler if diffusion else None, device=cfg.device)  # fmt: skip
+        sampler = (cfg.sampler or getattr(up, "default_sampler", None)) if diffusion else None
+        steps = (cfg.steps or getattr(up, "default_steps", None)) if diffusion else None
+        run = MethodRun(method=method, source=source, kind=up.kind, params=int(up.n_params), steps=steps,
+                        nfe=int(up.nfe(steps, sampler) * draws if diffusion else up.nfe()), draws=draws,
+                        sampler=sampler, device=cfg.device)  # fmt: skip
         n_seeds = cfg.samples if diffusion else 1
         if cases:
             try:
@@ -470,8 +471,8 @@ def provenance(cfg: EvalConfig, cases: Sequence[Case]) -> dict[str, Any]:
         "ssim_k1": SSIM_K1,
         "ssim_k2": SSIM_K2,
         "lr_consistency": f"PSNR(MATLAB bicubic(SR, 1/{cfg.scale}), LR input), data_range 1.0",
-        "sampler": cfg.sampler,
-        "steps": cfg.steps,
+        "sampler": cfg.sampler or "each model's sr.sampler",
+        "steps": cfg.steps or "each model's sr.steps",
         "samples": cfg.samples,
         "draws": "each model's sr.samples" if cfg.draws is None else cfg.draws,
         "seed": cfg.seed,
