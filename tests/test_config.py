@@ -178,6 +178,14 @@ def test_split_of(path: str, split: str | None) -> None:
     assert split_of(path) == split
 
 
+def test_colin27_volume_is_split_by_slice() -> None:
+    # The Colin27 volume holds the same anatomy as its _zNNN PNG slices: its slices follow the same z rule.
+    vol = "data/mri/colin27/ch2.nii.gz"
+    assert split_of(vol) is None
+    assert (split_of(vol, 119), split_of(vol, 120)) == ("train", "test")
+    assert split_of("fixtures/nifti/colin27_crop.nii.gz", 3) is None  # a crop's frame indices are not z
+
+
 def test_filter_split_keeps_unknown_files() -> None:
     paths = [Path("f/brain-tumor-figshare/0/1.jpg"), Path("f/brain-tumor-figshare/0/1800.jpg"), Path("mine/a.png")]
     assert filter_split(paths, "train") == [paths[0], paths[2]]

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from ldsr.splits import SplitChoice, filter_split
+from ldsr.splits import SplitChoice, filter_split, split_of
 
 Item = dict[str, Any]
 MULTI_FRAME_SUFFIXES = (".dcm", ".nii", ".nii.gz", ".tif", ".tiff")
@@ -136,9 +136,13 @@ def list_sources(
     paths = filter_split(sorted(dict.fromkeys(paths)), split)
     out: list[Source] = []
     for p in paths:
-        if frames == "all" and p.name.lower().endswith(MULTI_FRAME_SUFFIXES):
+        if p.name.lower().endswith(MULTI_FRAME_SUFFIXES) and (frames == "all" or split_of(p, 0) is not None):
+            # A volume whose split is decided per slice (Colin27) is checked frame by frame, also for "middle".
             n = len(read_frames(p, axis=nifti_axis))
-            out.extend(Source(p, i) if n > 1 else Source(p) for i in range(n))
+            picked = range(n) if frames == "all" else [n // 2]
+            for i in picked:
+                if split == "all" or split_of(p, i) in (None, split):
+                    out.append(Source(p, i) if frames == "all" and n > 1 else Source(p))
         else:
             out.append(Source(p))
     return out

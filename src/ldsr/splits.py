@@ -3,7 +3,7 @@
 | data | held-out (test) |
 |---|---|
 | `mri/brain-tumor-figshare/{0,1,2}/N.jpg` (fixtures: `figshare_K_NNNN.jpg`) | the last 10 % of each class folder by index |
-| `mri/colin27` slices (`..._zNNN.png`) | z >= 120 |
+| `mri/colin27` slices (`..._zNNN.png`; frames z of a NIfTI volume there, axial) | z >= 120 |
 | `histology/cmu1-small-region/tiles150` (`cmu1sr_yYYYY_xXXXX.png`) | y >= 2400 |
 | `histology/kather2016` (`image_I_label_K.png`, fixtures `kather2016_I_label_K_150.png`) | index >= 80 |
 
@@ -58,8 +58,11 @@ def _figshare(parts: tuple[str, ...], stem: str) -> Split | None:
     return "test" if idx >= FIGSHARE_TEST_FROM[cls] else "train"
 
 
-def split_of(path: str | os.PathLike[str]) -> Split | None:
-    """'train' or 'test' for a file of a known data set (by folder and file name), None for any other file."""
+def split_of(path: str | os.PathLike[str], frame: int | None = None) -> Split | None:
+    """'train' or 'test' for a file of a known data set (by folder and file name), None for any other file.
+
+    `frame` is the axial slice index of a multi-frame volume; it decides the split of a Colin27 volume, whose
+    slices are the same anatomy as the `_zNNN` PNG slices (None: the volume as a whole, undecided)."""
     p = PurePath(os.fspath(path))
     parts = tuple(p.parts)
     stem = _stem(p)
@@ -72,6 +75,8 @@ def split_of(path: str | os.PathLike[str]) -> Split | None:
         m = _COLIN_Z.search(stem)
         if m:
             return "test" if int(m.group(1)) >= COLIN27_TEST_FROM_Z else "train"
+        if frame is not None and _is_volume(p) and "colin27" in lower_parts[:-1]:  # the full volume's own z
+            return "test" if frame >= COLIN27_TEST_FROM_Z else "train"
     m = _CMU1.match(stem)
     if m:
         return "test" if int(m.group(1)) >= CMU1_TEST_FROM_Y else "train"
@@ -81,6 +86,10 @@ def split_of(path: str | os.PathLike[str]) -> Split | None:
     if m:
         return "test" if int(m.group(1)) >= KATHER2016_TEST_FROM else "train"
     return None
+
+
+def _is_volume(p: PurePath) -> bool:
+    return p.name.lower().endswith((".nii", ".nii.gz"))
 
 
 def filter_split(paths: Iterable[P], split: SplitChoice) -> list[P]:
