@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# The shipped models (models/mri-x4, histology-x4, histology-x8) and their comparison tables, from ../shared/data.
+# Every job uses one torch thread; run two at once on a 2-core machine (timings: docs/BENCHMARKS.md).
+#   bash scripts/ship_models.sh train     # autoencoders (if absent), the three latent models and their baselines
+#   bash scripts/ship_models.sh export    # models/<name>/ with fp16 EMA weights, config and model card
+#   bash scripts/ship_models.sh eval      # held-out comparison tables (bsrgan and bicubic LR) and the steps sweep
+set -euo pipefail
+cd "$(dirname "$0")/.."
+L=.venv/bin/ldsr
+PY=.venv/bin/python
+export OMP_NUM_THREADS=1
+
+train() {
+  [ -d runs/cpu/vqvae_f4 ] || { $L train autoencoder -c configs/cpu/vqvae_f4.yaml;
+    $L train autoencoder -c configs/cpu/vqvae_f4.yaml --resume train.steps=6000 train.ckpt_every=1500 train.val_every=1500; }
+  [ -d runs/cpu/vae_f4 ] || $L train autoencoder -c configs/cpu/vae_f4.yaml
+  $L train autoencoder -c configs/cpu/vae_f4_histo.yaml
+  # MRI, bsrgan degradation: the shipped VQVAE-DDPM and everything it is compared with.
+  $L train sr -c configs/cpu/mri_x4.yaml
+  $L train sr -c configs/cpu/ldm_sr_x4_vae_res.yaml
+  $L train sr -c configs/cpu/sr3_x4_res.yaml
+  $L train baseline -c configs/cpu/srcnn_x4_bsrgan.yaml
+  $L train baseline -c configs/cpu/fsrcnn_x4_bsrgan.yaml
+  $L train baseline -c configs/cpu/esrgan_x4_bsrgan.yaml
+  # Histology (CMU-1 + Kather 2016), bsrgan.
+  $L train sr -c configs/cpu/ldm_sr_x4_histo.yaml
+  $L train sr -c configs/cpu/ldm_sr_x8_histo.yaml
+  $L train baseline -c configs/cpu/srcnn_x4_histo.yaml
+  $L train baseline -c configs/cpu/srcnn_x8_histo.yaml
+}
+
+card_common=(--card "Licence=weights: as ldsr; training data: see ../shared/data/README.md"
+             --card "Trained on=2-core CPU (this repository's dev machine), one torch thread")
+
+export_models() {
+  # Sampler defaults from the steps sweep: DPM-Solver++ 10 steps, the mean of 8 draws (docs/BENCHMARKS.md).
+  $PY scripts/export_model.py runs/cpu/mri_x4 mri-x4 --default sampler=dpmpp --default steps=10 --default samples=8 \
+    "${card_common[@]}" --card "Training data licence=figshare brain-tumour dataset (Cheng et al., CC BY 4.0); Colin27 via Debian mricron-data (BSD-3, MNI permissive notice)" \
+    --card "Autoencoder=VQ-VAE f=4 (configs/cpu/vqvae_f4.yaml), figshare train split" \
+    --card "Results=docs/BENCHMARKS.md, section Shipped models"
+  for s in 4 8; do
+    $PY scripts/export_model.py runs/cpu/ldm_sr_x${s}_histo histology-x$s --default sampler=dpmpp --default steps=10 \
+      --default samples=8 "${card_common[@]}" \
+      --card "Training data licence=CMU-1-Small-Region (CC0 1.0), Kather 2016 (CC BY 4.0)" \
+      --card "Autoencoder=VAE f=4 (configs/cpu/vae_f4_histo.yaml), CMU-1 + Kather 2016 train splits" \
+      --card "Results=docs/BENCHMARKS.md, section Shipped models"
+  done
+}
+
+evaluate() {
+  local mri=runs/cpu/eval_mri histo=runs/cpu/eval_histo
+  # MRI: the 50 held-out slices of cpu_mri_suite.sh eval (run it first for $mri/gt_full), bsrgan LR.
+  $L degrade $mri/gt_full $mri/pairs_bsrgan --scale 4 --preset bsrgan --seed 0 --hr-size 128
+  $L evaluate --gt $mri/pairs_bsrgan/hr --lr $mri/pairs_bsrgan/lr --scale 4 --out $mri/report_bsrgan \
+    --model bicubic --model runs/cpu/srcnn_x4_bsrgan --model runs/cpu/fsrcnn_x4_bsrgan \
+    --model runs/cpu/esrgan_x4_bsrgan --model runs/cpu/sr3_x4_res --model runs/cpu/ldm_sr_x4_vae_res --model mri-x4
+  $L evaluate --gt $mri/pairs_bsrgan/hr --lr $mri/pairs_bsrgan/lr --scale 4 --out $mri/report_bsrgan_1draw \
+    --draws 1 --model runs/cpu/sr3_x4_res --model runs/cpu/ldm_sr_x4_vae_res --model mri-x4
+  # The same models on bicubic LR (trained on bsrgan: a different degradation from their training).
+  $L evaluate --gt $mri/pairs/hr --lr $mri/pairs/lr --scale 4 --out $mri/report_bicubic_shipped \
+    --model bicubic --model runs/cpu/srcnn_x4_bsrgan --model mri-x4
+  # Histology: held-out CMU-1 tiles (y >= 2400) and Kather tiles (index >= 80, resized 224 -> 150).
+  rm -rf $histo/gt_mix && mkdir -p $histo/gt_mix
+  $PY - $histo/gt_mix <<'PY'
+import sys
+from pathlib import Path
+from ldsr.data import list_sources, resize_shorter_side
+from ldsr.io import read_image, write_image
+roots = ["../shared/data/histology/cmu1-small-region/tiles150", "../shared/data/histology/kather2016"]
+for s in list_sources(roots, "test"):
+    img, _ = read_image(s.path)
+    write_image(Path(sys.argv[1]) / (s.path.stem + ".png"), resize_shorter_side(img[..., :3], 150), bit_depth=8)
+PY
+  for s in 4 8; do
+    $L evaluate --gt $histo/gt_mix --preset bsrgan --seed 0 --scale $s --out $histo/report_bsrgan_x$s \
+      --model bicubic --model runs/cpu/srcnn_x${s}_histo --model histology-x$s
+  done
+  SCALE=4 bash scripts/steps_sweep.sh mri-x4 $mri/pairs_bsrgan runs/cpu/steps_sweep/mri-x4
+}
+
+case "${1:-}" in
+  train) train ;;
+  export) export_models ;;
+  eval) evaluate ;;
+  *) echo "usage: $0 train|export|eval" >&2; exit 2 ;;
+esac
