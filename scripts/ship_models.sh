@@ -29,7 +29,7 @@ train() {
   $L train baseline -c configs/cpu/srcnn_x8_histo.yaml
 }
 
-card_common=(--card "Licence=weights: as ldsr; training data: see ../shared/data/README.md"
+card_common=(--card "licence=weights MIT (as ldsr); the training data keep their own licences, below"
              --card "Trained on=2-core CPU (this repository's dev machine), one torch thread")
 
 export_models() {

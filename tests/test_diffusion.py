@@ -224,7 +224,10 @@ def test_unet_presets_shapes_and_sizes() -> None:
     tiny = UNET_PRESETS["tiny"](4, 3, 8)
     assert tiny(torch.zeros(2, 4, 8, 8), torch.tensor([0, 7])).sample.shape == (2, 3, 8, 8)
     assert 100_000 < count_parameters(tiny) < 300_000
-    assert set(UNET_PRESETS) == {"tiny", "small", "base"}
+    assert set(UNET_PRESETS) == {"tiny", "compact", "small", "base"}
+    compact = UNET_PRESETS["compact"](7, 3, 16)  # latent SR: z_t (3) ++ LR (1) ++ z(bicubic LR) (3)
+    assert compact(torch.zeros(1, 7, 16, 16), torch.tensor([5])).sample.shape == (1, 3, 16, 16)
+    assert 2_000_000 < count_parameters(compact) < 3_500_000  # < 7 MB in fp16: fits a shipped model
 
 
 def test_chain_truncated_at_min_log_snr() -> None:

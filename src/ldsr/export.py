@@ -66,6 +66,14 @@ def _with_sampler_defaults(info: Mapping[str, Any], defaults: Mapping[str, Any],
     return {**info, "config": {**cfg, "sr": sr}}
 
 
+def _shown_path(p: object) -> str:
+    """A data path as the card shows it: relative to the working directory (the repository) when possible."""
+    try:
+        return os.path.relpath(str(p))
+    except ValueError:  # another drive on Windows
+        return str(p)
+
+
 def _fmt_size(n: int) -> str:
     return f"{n / 2**20:.2f} MB ({n:,} bytes)"
 
@@ -95,7 +103,7 @@ def _card(name: str, info: Mapping[str, Any], *, source: Path, n_params: int, ki
         "",
         "## Training",
         "",
-        f"- Training data: {', '.join(map(str, data.get('train') or [])) or '(none recorded)'}"
+        f"- Training data: {', '.join(map(_shown_path, data.get('train') or [])) or '(none recorded)'}"
         f" (split: {data.get('split')})",
     ]
     if data.get("paired"):
