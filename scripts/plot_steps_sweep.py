@@ -21,14 +21,17 @@ def main() -> None:
     for f in sorted(a.folder.glob("*/summary.json")):
         s = json.loads(f.read_text())
         m = s["methods"][0]
-        rows.append({"run": f.parent.name, "sampler": m["sampler"], "nfe": m["nfe"], "psnr": m["psnr_y"],
+        rows.append({"run": f.parent.name, "sampler": m["sampler"], "draws": m.get("draws", 1),
+                     "nfe": m["nfe"] // m.get("draws", 1), "psnr": m["psnr_y"],
                      "ssim": m["ssim_y"], "sec": m["seconds_per_image"], "n": m["n_images"],
                      "date": s["provenance"]["date"]})
     if not rows:
         raise SystemExit(f"no */summary.json under {a.folder}")
-    rows.sort(key=lambda r: (r["sampler"] != "dpmpp", r["nfe"]))
-    lines = ["| sampler | NFE | PSNR (Y) | SSIM (Y) | s / image |", "|---|---:|---:|---:|---:|"]
-    lines += [f"| {r['sampler']} | {r['nfe']} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['sec']:.2f} |" for r in rows]
+    rows.sort(key=lambda r: (r["draws"], r["sampler"] != "dpmpp", r["nfe"]))
+    lines = ["| sampler | steps (NFE per draw) | draws averaged | PSNR (Y) | SSIM (Y) | s / image |",
+             "|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['sampler']} | {r['nfe']} | {r['draws']} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['sec']:.2f} |"
+              for r in rows]
     lines.append(f"\n{rows[0]['n']} images; from {a.folder}/*/summary.json ({rows[0]['date'][:10]}).")
     (a.folder / "steps_sweep.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -40,13 +43,15 @@ def main() -> None:
 
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
     for ax, key, label in zip(axes, ("psnr", "ssim", "sec"), ("PSNR (dB, Y)", "SSIM (Y)", "seconds / image")):
-        for sampler, marker in (("dpmpp", "o-"), ("ddpm", "s")):
-            pts = [(r["nfe"], r[key]) for r in rows if r["sampler"] == sampler]
-            if pts:
-                xs, ys = zip(*pts)
-                ax.plot(xs, ys, marker, label="DPM-Solver++" if sampler == "dpmpp" else "DDPM (full chain)")
+        for draws in sorted({r["draws"] for r in rows}):
+            for sampler, marker in (("dpmpp", "o-"), ("ddpm", "s")):
+                pts = [(r["nfe"], r[key]) for r in rows if r["sampler"] == sampler and r["draws"] == draws]
+                if pts:
+                    xs, ys = zip(*pts)
+                    name = "DPM-Solver++" if sampler == "dpmpp" else "DDPM (full chain)"
+                    ax.plot(xs, ys, marker, label=f"{name}, " + ("1 draw" if draws == 1 else f"mean of {draws}"))
         ax.set_xscale("log")
-        ax.set_xlabel("network evaluations")
+        ax.set_xlabel("steps (network evaluations per draw)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes[0].legend()
