@@ -17,6 +17,7 @@ train() {
   $L train autoencoder -c configs/cpu/vae_f4_histo.yaml
   # MRI, bsrgan degradation: the shipped VQVAE-DDPM and everything it is compared with.
   $L train sr -c configs/cpu/mri_x4.yaml
+  $L train sr -c configs/cpu/mri_x4_compact.yaml
   $L train sr -c configs/cpu/ldm_sr_x4_vae_res.yaml
   $L train sr -c configs/cpu/sr3_x4_res.yaml
   $L train baseline -c configs/cpu/srcnn_x4_bsrgan.yaml
@@ -25,8 +26,11 @@ train() {
   # Histology (CMU-1 + Kather 2016), bsrgan.
   $L train sr -c configs/cpu/ldm_sr_x4_histo.yaml
   $L train sr -c configs/cpu/ldm_sr_x8_histo.yaml
+  $L train sr -c configs/cpu/histology_x4_compact.yaml
   $L train baseline -c configs/cpu/srcnn_x4_histo.yaml
   $L train baseline -c configs/cpu/srcnn_x8_histo.yaml
+  $L train baseline -c configs/cpu/fsrcnn_x4_histo.yaml
+  $L train baseline -c configs/cpu/esrgan_x4_histo.yaml
 }
 
 card_common=(--card "licence=weights MIT (as ldsr); the training data keep their own licences, below"
