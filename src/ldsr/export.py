@@ -95,7 +95,12 @@ def _card(name: str, info: Mapping[str, Any], *, source: Path, n_params: int, ki
     elif cfg.get("task") == "sr":
         sr = cfg.get("sr") or {}
         lines.append(f"- Architecture: {sr.get('space')}-space diffusion, UNet preset {sr.get('unet')}, "
-                     f"T={sr.get('timesteps')}, prediction {sr.get('prediction')}")
+                     f"T={sr.get('timesteps')} ({sr.get('schedule')}), prediction {sr.get('prediction')}"
+                     + (", residual on the bicubic-upsampled LR (SRDiff-style)" if sr.get("residual") else ""))
+        ae = cfg.get("autoencoder") or {}
+        if ae:
+            lines.append(f"- Autoencoder: {ae.get('kind')} f={ae.get('factor')}, preset {ae.get('preset')}, "
+                         f"{ae.get('latent_channels')} latent channels")
     lines += [
         f"- Parameters: {n_params:,}",
         f"- Weights: {EMA_FILE}, {dtype}, {_fmt_size(size)}",
@@ -115,7 +120,7 @@ def _card(name: str, info: Mapping[str, Any], *, source: Path, n_params: int, ki
         f"- HR crop: {data.get('hr_size')} px",
         f"- Steps: {info.get('step')} (of {train.get('steps')} configured), batch {train.get('batch_size')}, "
         f"lr {train.get('lr')}, EMA decay {train.get('ema_decay')} (EMA weights: {info.get('ema')})",
-        f"- Exported from: {source}",
+        f"- Exported from: {_shown_path(source)}",
     ]
     if cfg.get("task") == "sr":
         sr = cfg.get("sr") or {}
