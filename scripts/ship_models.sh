@@ -38,7 +38,7 @@ card_common=(--card "licence=weights MIT (as ldsr); the training data keep their
 
 export_models() {
   # Sampler defaults from the steps sweep: DPM-Solver++ 10 steps, the mean of 8 draws (docs/BENCHMARKS.md).
-  $PY scripts/export_model.py runs/cpu/mri_x4 mri-x4 --default sampler=dpmpp --default steps=10 --default samples=8 \
+  $PY scripts/export_model.py runs/cpu/mri_x4_compact mri-x4 --default sampler=dpmpp --default steps=10 --default samples=8 \
     "${card_common[@]}" --card "Training data licence=figshare brain-tumour dataset (Cheng et al., CC BY 4.0); Colin27 via Debian mricron-data (BSD-3, MNI permissive notice)" \
     --card "Autoencoder=VQ-VAE f=4 (configs/cpu/vqvae_f4.yaml), figshare train split" \
     --card "Results=docs/BENCHMARKS.md, section Shipped models"
@@ -55,11 +55,14 @@ evaluate() {
   local mri=runs/cpu/eval_mri histo=runs/cpu/eval_histo
   # MRI: the 50 held-out slices of cpu_mri_suite.sh eval (run it first for $mri/gt_full), bsrgan LR.
   $L degrade $mri/gt_full $mri/pairs_bsrgan --scale 4 --preset bsrgan --seed 0 --hr-size 128
+  # Every diffusion model with the shipped defaults: DPM-Solver++ 10 steps, the mean of 8 draws; then 1 draw.
   $L evaluate --gt $mri/pairs_bsrgan/hr --lr $mri/pairs_bsrgan/lr --scale 4 --out $mri/report_bsrgan \
     --model bicubic --model runs/cpu/srcnn_x4_bsrgan --model runs/cpu/fsrcnn_x4_bsrgan \
-    --model runs/cpu/esrgan_x4_bsrgan --model runs/cpu/sr3_x4_res --model runs/cpu/ldm_sr_x4_vae_res --model mri-x4
+    --model runs/cpu/esrgan_x4_bsrgan --model runs/cpu/sr3_x4_res --model runs/cpu/ldm_sr_x4_vae_res \
+    --model runs/cpu/mri_x4 --model mri-x4 --sampler dpmpp --steps 10 --draws 8
   $L evaluate --gt $mri/pairs_bsrgan/hr --lr $mri/pairs_bsrgan/lr --scale 4 --out $mri/report_bsrgan_1draw \
-    --draws 1 --model runs/cpu/sr3_x4_res --model runs/cpu/ldm_sr_x4_vae_res --model mri-x4
+    --model runs/cpu/sr3_x4_res --model runs/cpu/ldm_sr_x4_vae_res --model runs/cpu/mri_x4 --model mri-x4 \
+    --sampler dpmpp --steps 10 --draws 1 --heatmaps 0
   # The same models on bicubic LR (trained on bsrgan: a different degradation from their training).
   $L evaluate --gt $mri/pairs/hr --lr $mri/pairs/lr --scale 4 --out $mri/report_bicubic_shipped \
     --model bicubic --model runs/cpu/srcnn_x4_bsrgan --model mri-x4
@@ -76,8 +79,11 @@ for s in list_sources(roots, "test"):
     write_image(Path(sys.argv[1]) / (s.path.stem + ".png"), resize_shorter_side(img[..., :3], 150), bit_depth=8)
 PY
   for s in 4 8; do
+    extra=()
+    [ $s = 4 ] && extra=(--model runs/cpu/fsrcnn_x4_histo --model runs/cpu/esrgan_x4_histo --model runs/cpu/ldm_sr_x4_histo)
     $L evaluate --gt $histo/gt_mix --preset bsrgan --seed 0 --scale $s --out $histo/report_bsrgan_x$s \
-      --model bicubic --model runs/cpu/srcnn_x${s}_histo --model histology-x$s
+      --model bicubic --model runs/cpu/srcnn_x${s}_histo "${extra[@]}" --model histology-x$s \
+      --sampler dpmpp --steps 10 --draws 8
   done
   SCALE=4 bash scripts/steps_sweep.sh mri-x4 $mri/pairs_bsrgan runs/cpu/steps_sweep/mri-x4
 }

@@ -392,6 +392,8 @@ def run_method(source: str, method: str, cases: Sequence[Case], cfg: EvalConfig)
         draws = (getattr(up, "default_samples", 1) if cfg.draws is None else cfg.draws) if diffusion else 1
         sampler = (cfg.sampler or getattr(up, "default_sampler", None)) if diffusion else None
         steps = (cfg.steps or getattr(up, "default_steps", None)) if diffusion else None
+        if sampler == "ddpm":  # ancestral sampling runs the whole (truncated) chain whatever `steps` says
+            steps = int(up.nfe(steps, sampler))
         run = MethodRun(method=method, source=source, kind=up.kind, params=int(up.n_params), steps=steps,
                         nfe=int(up.nfe(steps, sampler) * draws if diffusion else up.nfe()), draws=draws,
                         sampler=sampler, device=cfg.device)  # fmt: skip
