@@ -37,17 +37,27 @@ card_common=(--card "licence=weights MIT (as ldsr); the training data keep their
              --card "Trained on=2-core CPU (this repository's dev machine), one torch thread")
 
 export_models() {
-  # Sampler defaults from the steps sweep: DPM-Solver++ 10 steps, the mean of 8 draws (docs/BENCHMARKS.md).
+  # Sampler defaults (DPM-Solver++ 10 steps, the mean of 8 draws) and the results measured by `eval` on
+  # 2026-11-26 (docs/BENCHMARKS.md, "Shipped models"); rerun `eval` after retraining and update these lines.
   $PY scripts/export_model.py runs/cpu/mri_x4_compact mri-x4 --default sampler=dpmpp --default steps=10 --default samples=8 \
     "${card_common[@]}" --card "Training data licence=figshare brain-tumour dataset (Cheng et al., CC BY 4.0); Colin27 via Debian mricron-data (BSD-3, MNI permissive notice)" \
-    --card "Autoencoder=VQ-VAE f=4 (configs/cpu/vqvae_f4.yaml), figshare train split" \
-    --card "Results=docs/BENCHMARKS.md, section Shipped models"
+    --card "Autoencoder training=VQ-VAE f=4 (configs/cpu/vqvae_f4.yaml), figshare train split, 6000 steps" \
+    --card "Held-out split=50 figshare slices (docs/DATA_SPLITS.md), 128x128 HR, bsrgan LR, seed 0" \
+    --card "Results (PSNR / SSIM, default sampling)=27.00 dB / 0.7442; bicubic 26.12 / 0.6581; SRCNN 26.79 / 0.7404; one draw 25.17 / 0.6586" \
+    --card "Results table=docs/BENCHMARKS.md, section Shipped models"
   for s in 4 8; do
+    if [ $s = 4 ]; then
+      res="20.38 dB / 0.3813 (Y); bicubic 19.96 / 0.3531; SRCNN 20.40 / 0.3972 (SRCNN is not beaten yet)"
+    else
+      res="18.66 dB / 0.2943 (Y); bicubic 18.61 / 0.3049; SRCNN 18.77 / 0.3186 (bicubic SSIM and SRCNN are not beaten yet)"
+    fi
     $PY scripts/export_model.py runs/cpu/ldm_sr_x${s}_histo histology-x$s --default sampler=dpmpp --default steps=10 \
       --default samples=8 "${card_common[@]}" \
       --card "Training data licence=CMU-1-Small-Region (CC0 1.0), Kather 2016 (CC BY 4.0)" \
-      --card "Autoencoder=VAE f=4 (configs/cpu/vae_f4_histo.yaml), CMU-1 + Kather 2016 train splits" \
-      --card "Results=docs/BENCHMARKS.md, section Shipped models"
+      --card "Autoencoder training=VAE f=4 (configs/cpu/vae_f4_histo.yaml), CMU-1 + Kather 2016 train splits, 4000 steps" \
+      --card "Held-out split=22 CMU-1 tiles (y >= 2400) + 10 Kather tiles (index >= 80, resized to 150), bsrgan LR, seed 0" \
+      --card "Results (PSNR / SSIM, default sampling)=$res" \
+      --card "Results table=docs/BENCHMARKS.md, section Shipped models"
   done
 }
 
