@@ -22,6 +22,7 @@ train() {
   $L train sr -c configs/cpu/ldm_sr_x4_vae_v.yaml
   $L train sr -c configs/cpu/sr3_x4.yaml
   $L train baseline -c configs/cpu/esrgan_x4.yaml
+  $L train baseline -c configs/cpu/esrgan_x4_gan.yaml   # stage 2: RaGAN + L1 from the L1-stage generator
 }
 
 evaluate() {
