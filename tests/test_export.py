@@ -13,28 +13,12 @@ import torch
 from safetensors import safe_open
 
 import ldsr.pipeline
-from ldsr.config import load_config
 from ldsr.export import export_model
 from ldsr.io import read_image
 from ldsr.resize import imresize
-from ldsr.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ROOT / "configs" / "tiny"
 FIX = ROOT / "fixtures"
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Tiny runs trained for two steps: a VQ-VAE, a latent SR model on it and an SRCNN."""
-    d = tmp_path_factory.mktemp("export_runs")
-    common = ["train.steps=2", "train.val_every=0"]
-    out = {"ae": train(load_config(TINY / "vqvae.yaml", [f"train.run_dir={d / 'ae'}", *common]), progress=False)}
-    out["latent"] = train(load_config(TINY / "ldm_sr.yaml", [f"train.run_dir={d / 'ldm'}",
-                                                            f"sr.autoencoder={d / 'ae'}", *common]), progress=False)
-    out["baseline"] = train(load_config(TINY / "srcnn.yaml", [f"train.run_dir={d / 'srcnn'}", *common]),
-                            progress=False)
-    return out
 
 
 def _lr(h: int = 12, w: int = 10) -> np.ndarray:

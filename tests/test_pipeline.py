@@ -10,30 +10,12 @@ import pytest
 from typer.testing import CliRunner
 
 from ldsr.cli import app
-from ldsr.config import load_config
 from ldsr.io import read_image, write_image
 from ldsr.pipeline import load
 from ldsr.resize import imresize
-from ldsr.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ROOT / "configs" / "tiny"
 FIX = ROOT / "fixtures"
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Tiny checkpoints trained for two steps: a VQ-VAE, a latent SR model on it, a pixel SR3 and an SRCNN."""
-    d = tmp_path_factory.mktemp("runs")
-    common = ["train.steps=2", "train.val_every=0"]
-    train(load_config(TINY / "vqvae.yaml", [f"train.run_dir={d / 'ae'}", *common]), progress=False)
-    out = {
-        "latent": train(load_config(TINY / "ldm_sr.yaml", [f"train.run_dir={d / 'ldm'}", f"sr.autoencoder={d / 'ae'}",
-                                                          *common]), progress=False),
-        "pixel": train(load_config(TINY / "sr3.yaml", [f"train.run_dir={d / 'sr3'}", *common]), progress=False),
-        "baseline": train(load_config(TINY / "srcnn.yaml", [f"train.run_dir={d / 'srcnn'}", *common]), progress=False),
-    }
-    return out
 
 
 def _lr(h: int = 13, w: int = 10) -> np.ndarray:
