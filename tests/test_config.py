@@ -103,6 +103,16 @@ def test_load_overrides_and_inherit(tmp_path: Path) -> None:
     assert load_config(write(tmp_path, "dump.yaml", to_yaml(cfg))) == again
 
 
+def test_yaml_12_booleans(tmp_path: Path) -> None:
+    """`no` stays a string (accelerate's full precision), in files and overrides; only true/false are booleans."""
+    base = write(tmp_path, "b.yaml", "task: baseline\nbaseline: {arch: srcnn}\ntrain: {precision: no}\ndata: {flips: false}\n")
+    cfg = load_config(base)
+    assert cfg.train.precision == "no" and cfg.data.flips is False
+    assert load_config(base, ["train.precision=no", "data.flips=true"]).data.flips is True
+    with pytest.raises(ValueError, match="expected true or false"):
+        load_config(base, ["data.flips=yes"])
+
+
 def test_override_errors(tmp_path: Path) -> None:
     p = write(tmp_path, "c.yaml", {"task": "baseline"})
     with pytest.raises(ValueError, match="unknown config key 'train.lrr'"):

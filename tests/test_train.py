@@ -334,3 +334,60 @@ def test_real_autoencoder_then_latent_sr(tmp_path: Path) -> None:
     assert up.scale == 4
     rows = read_log(tmp_path / "sr")
     assert rows[-1]["step"] == "2" and float(rows[-1]["val_psnr"]) > 0
+
+
+def test_sigterm_checkpoints_and_resumes(tmp_path: Path) -> None:
+    """SIGTERM (a scheduler's preemption, `timeout`) ends the run after its step with a checkpoint; --resume
+    then continues from that step."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "ldsr", "train", "baseline", "-c", str(TINY / "srcnn.yaml"),
+            "train.steps=1000000", "train.ckpt_every=0", "train.val_every=0", "train.log_every=1",
+            f"train.run_dir={run}"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    log = run / "log.csv"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if log.exists() and len(log.read_text().splitlines()) > 3:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()[1]
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "SIGTERM: stopping at step" in err
+    latest = ck.latest_checkpoint(run)
+    assert latest is not None
+    stopped = int(latest.name.removeprefix("step_"))
+    assert 3 <= stopped < 1_000_000
+
+    cfg = load_config(TINY / "srcnn.yaml", ["train.steps=1000000", "train.ckpt_every=0", "train.val_every=0",
+                                            f"train.run_dir={run}"])  # fmt: skip
+    out = train(cfg, resume=True, progress=False, stop_after=2)
+    assert out.name == ck.checkpoint_name(stopped + 2)
+
+
+def test_max_minutes_stops_with_checkpoint(tmp_path: Path) -> None:
+    cfg = load_config(TINY / "srcnn.yaml", ["train.steps=1000", "train.ckpt_every=0", "train.val_every=0",
+                                            "train.max_minutes=1e-9", f"train.run_dir={tmp_path}"])  # fmt: skip
+    out = train(cfg, progress=False)
+    assert out.name == ck.checkpoint_name(1)  # the budget is checked after each step
+    rows = list(csv.DictReader((tmp_path / "log.csv").open()))
+    assert rows[-1]["step"] == "1" and float(rows[-1]["val_psnr"]) > 0  # logged and validated at the stop
+    with pytest.raises(ValueError, match="max_minutes"):
+        TrainConfig(max_minutes=-1.0)
+
+
+def test_precision_can_change_between_runs_in_one_process(tmp_path: Path) -> None:
+    """accelerate fixes mixed precision per process; train() starts its own state for each call."""
+    for precision in ("bf16", "no"):
+        cfg = load_config(TINY / "srcnn.yaml", [f"train.precision={precision}", "train.steps=2", "train.val_every=0",
+                                                f"train.run_dir={tmp_path / precision}"])  # fmt: skip
+        out = train(cfg, progress=False)
+        assert out.name == ck.checkpoint_name(2)

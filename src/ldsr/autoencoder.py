@@ -287,8 +287,8 @@ class Autoencoder(nn.Module):
 
     def _nearest_codes(self, flat: torch.Tensor) -> torch.Tensor:
         """(M, c_z) -> (M,) index of the nearest code (Euclidean); no gradient."""
-        with torch.no_grad():
-            return torch.cdist(flat, self.codebook.detach()).argmin(dim=1)
+        with torch.no_grad(), torch.autocast(flat.device.type, enabled=False):  # fp32 distances under autocast
+            return torch.cdist(flat.float(), self.codebook.detach().float()).argmin(dim=1)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) in [-1, 1] -> (N, c_z, H/f, W/f), multiplied by ``scale_factor``."""
@@ -324,6 +324,7 @@ class Autoencoder(nn.Module):
             x_rec, reg = self._vae_pass(x, logs)
         else:
             x_rec, reg = self._vq_pass(x, logs)
+        x_rec, reg = x_rec.float(), reg.float()  # the losses in fp32 under mixed precision
 
         rec_l1 = (x_rec - x).abs().mean()
         # SSIM on [0, 1] so the logged value matches the evaluation metric
@@ -379,7 +380,7 @@ class Autoencoder(nn.Module):
     def _vae_pass(self, x: torch.Tensor, logs: dict[str, float]) -> tuple[torch.Tensor, torch.Tensor]:
         assert isinstance(self.net, AutoencoderKL)
         post = self.net.encode(x).latent_dist  # mean, logvar: (N, c_z, H/f, W/f), logvar clamped [-30, 20]
-        mu, logvar = post.mean, post.logvar
+        mu, logvar = post.mean.float(), post.logvar.float()
         # reparameterisation: z = mu + sigma * eps, eps ~ N(0, I), so d z / d(mu, sigma) exists
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
         x_rec = self.net.decode(z).sample

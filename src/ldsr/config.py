@@ -21,6 +21,7 @@ import enum
 import importlib
 import json
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -213,6 +214,24 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return {k: v for k, v in out.items() if not (k in SECTIONS and v is None)}
 
 
+class _Loader(yaml.SafeLoader):
+    """safe_load with YAML 1.2 booleans: only true / false. YAML 1.1 also reads yes / no / on / off as booleans,
+    which would turn `train.precision: no` (accelerate's name for full precision) into False."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def to_yaml(cfg: Any) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=False)
 
@@ -303,7 +322,7 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     except FileNotFoundError:
         raise ValueError(f"{path}: config file not found") from None
     try:
-        d = yaml.safe_load(text)
+        d = _load_yaml(text)
     except yaml.YAMLError as e:
         raise ValueError(f"{path}: invalid YAML: {e}") from None
     if d is None:
@@ -329,7 +348,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if any(not p for p in parts):
         raise ValueError(f"override {item!r}: empty component in key {key!r}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = _load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
         raise ValueError(f"override {item!r}: cannot parse value: {e}") from None
     return parts, value

@@ -70,19 +70,24 @@ def ssim_map_torch(x: torch.Tensor, y: torch.Tensor, *, data_range: float) -> to
     C1 = (K1 L)^2, C2 = (K2 L)^2 with L = ``data_range``. Differentiable in both inputs.
     """
     _check_pair(x, y, data_range)
-    g = gaussian_window(dtype=x.dtype).to(x.device)
-    c1 = (SSIM_K1 * data_range) ** 2
-    c2 = (SSIM_K2 * data_range) ** 2
-    n = x.shape[0]
-    # one conv pass for the five local moments: stack along the batch axis, (5N, C, H, W)
-    moments = _blur_valid(torch.cat([x, y, x * x, y * y, x * y], dim=0), g)
-    mu_x, mu_y, e_xx, e_yy, e_xy = moments.split(n, dim=0)
-    var_x = e_xx - mu_x * mu_x
-    var_y = e_yy - mu_y * mu_y
-    cov = e_xy - mu_x * mu_y
-    num = (2 * mu_x * mu_y + c1) * (2 * cov + c2)
-    den = (mu_x * mu_x + mu_y * mu_y + c1) * (var_x + var_y + c2)
-    return num / den
+    # At least fp32, outside autocast: the variances E[x^2] - mu^2 cancel catastrophically in bf16 / fp16, and a
+    # denominator rounded to 0 makes the loss infinite (mixed-precision training).
+    dtype = torch.promote_types(torch.promote_types(x.dtype, y.dtype), torch.float32)
+    with torch.autocast(x.device.type, enabled=False):
+        x, y = x.to(dtype), y.to(dtype)
+        g = gaussian_window(dtype=dtype).to(x.device)
+        c1 = (SSIM_K1 * data_range) ** 2
+        c2 = (SSIM_K2 * data_range) ** 2
+        n = x.shape[0]
+        # one conv pass for the five local moments: stack along the batch axis, (5N, C, H, W)
+        moments = _blur_valid(torch.cat([x, y, x * x, y * y, x * y], dim=0), g)
+        mu_x, mu_y, e_xx, e_yy, e_xy = moments.split(n, dim=0)
+        var_x = e_xx - mu_x * mu_x
+        var_y = e_yy - mu_y * mu_y
+        cov = e_xy - mu_x * mu_y
+        num = (2 * mu_x * mu_y + c1) * (2 * cov + c2)
+        den = (mu_x * mu_x + mu_y * mu_y + c1) * (var_x + var_y + c2)
+        return num / den
 
 
 def ssim_torch(x: torch.Tensor, y: torch.Tensor, *, data_range: float) -> torch.Tensor:

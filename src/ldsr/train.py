@@ -23,7 +23,9 @@ import io as _io
 import math
 import random
 import shutil
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +59,7 @@ class TrainConfig:
     ema_decay: float = 0.999  # 0 disables the EMA (ema.safetensors then holds the raw weights)
     ema_start: int = 0  # steps before the EMA starts averaging (until then it copies the weights)
     grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
-    precision: Precision = "no"  # mixed precision (fp16 / bf16 need a GPU)
+    precision: Precision = "no"  # mixed precision: fp16 / bf16 on a GPU (bf16 also runs on a CPU, slowly)
     grad_accum: int = 1  # micro-batches per optimizer step
     ckpt_every: int = 1000  # checkpoint every N steps (and always at the end)
     keep_last: int = 0  # keep only the newest N checkpoints; 0 keeps all
@@ -65,6 +67,7 @@ class TrainConfig:
     log_every: int = 10  # CSV / progress-bar row every N steps
     run_dir: str = "runs/default"  # log.csv, checkpoints/, tensorboard/
     seed: int | None = None  # None: the run's top-level `seed`
+    max_minutes: float = 0.0  # wall-clock budget of this call: stop (with a checkpoint) after it; 0: none
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "grad_accum"):
@@ -81,6 +84,8 @@ class TrainConfig:
             raise ValueError(f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if self.grad_clip < 0 or self.weight_decay < 0:
             raise ValueError("train.grad_clip and train.weight_decay must be >= 0")
+        if not 0.0 <= self.max_minutes < math.inf:
+            raise ValueError(f"train.max_minutes must be a finite number >= 0 (0: no limit), got {self.max_minutes}")
         if not all(0.0 <= b < 1.0 for b in self.betas):
             raise ValueError(f"train.betas must lie in [0, 1), got {self.betas}")
 
@@ -403,6 +408,32 @@ def _prune(ckpt_dir: Path, keep_last: int) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
+class _StopRequest:
+    """SIGTERM / SIGINT during training ask for a clean stop: the loop finishes its step, checkpoints and returns
+    (a scheduler's preemption or `timeout` then costs no work; `--resume` continues). A second signal of the same
+    kind acts as usual (Ctrl-C twice interrupts at once). Handlers are installed only in the main thread."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+        signal.signal(signum, self._old.get(signum, signal.SIG_DFL))
+
+    def __enter__(self) -> "_StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, old in self._old.items():
+            signal.signal(s, old)
+
+
 def train(
     cfg: "RunConfig",
     *,
@@ -415,9 +446,10 @@ def train(
 
     `resume` continues from `run_dir/checkpoints/latest` exactly as if the run had not stopped. A fresh run
     refuses a run_dir that already holds checkpoints. `stop_after` ends this call after that many steps
-    (with a checkpoint), as an interruption would.
+    (with a checkpoint), as an interruption would; so does SIGTERM / SIGINT (after the step in progress).
     """
     from accelerate import Accelerator, DistributedDataParallelKwargs
+    from accelerate.state import AcceleratorState
     from torch.utils.data import DataLoader
 
     from ldsr import checkpoint as ck
@@ -443,6 +475,10 @@ def train(
     seed_everything(seed)
     # DDP options, settled once the model is built (read by accelerator.prepare; ignored in one process)
     ddp_kwargs = DistributedDataParallelKwargs()
+    # accelerate keeps one AcceleratorState per process, fixed by its first Accelerator: a later train() call in
+    # the same process (a notebook, a sweep, scripts/precision_check.py) with another precision would be refused.
+    # Each call starts its own; the process topology (PartialState: ranks, process group) is kept.
+    AcceleratorState._reset_state(reset_partial_state=False)
     accelerator = Accelerator(
         mixed_precision=tc.precision,
         gradient_accumulation_steps=tc.grad_accum,
@@ -599,7 +635,10 @@ def train(
     count = 0
     last_saved = step if resume_from is not None else -1
     net.train()
+    stop = _StopRequest()
+    stopped_by: str | None = None
     try:
+        stop.__enter__()
         while step < end:
             step_logs: dict[str, float] = {}
             for _ in range(tc.grad_accum):
@@ -644,13 +683,21 @@ def train(
                 sums[k] = sums.get(k, 0.0) + v
             count += 1
             seconds = seconds_before + time.perf_counter() - t0
-            do_val = tc.val_every > 0 and step % tc.val_every == 0
-            do_log = (tc.log_every > 0 and step % tc.log_every == 0) or do_val or step == tc.steps
+            # A signal or the time budget ends the run here, like its last step: logged, validated, checkpointed.
+            out_of_time = tc.max_minutes > 0 and time.perf_counter() - t0 > 60.0 * tc.max_minutes
+            if _any_process(stop.signum is not None or out_of_time, accelerator):
+                stopped_by = signal.Signals(stop.signum).name if stop.signum is not None else f"train.max_minutes={tc.max_minutes:g}"
+            # (validation at a budget stop, not at a signal: a preempted job has seconds to exit)
+            final = step == tc.steps or stopped_by is not None
+            do_val = (tc.val_every > 0 and step % tc.val_every == 0) or step == tc.steps or (
+                stopped_by is not None and stop.signum is None
+            )
+            do_log = (tc.log_every > 0 and step % tc.log_every == 0) or do_val or final
             if do_log:
                 if log is not None:
                     row: dict[str, Any] = {"step": step, "lr": lr_now}
                     row.update({k: v / max(count, 1) for k, v in sums.items()})
-                    if do_val or step == tc.steps:
+                    if do_val:
                         row.update(run_validation(step))
                     row["seconds"] = round(seconds, 3)
                     log.add(row)
@@ -659,11 +706,16 @@ def train(
                 sums, count = {}, 0
             if bar is not None:
                 bar.update(1)
-            if (tc.ckpt_every > 0 and step % tc.ckpt_every == 0) or step == end:
-                if not (measure_scale and step == tc.steps):  # that one is saved below, with the scale
+            if (tc.ckpt_every > 0 and step % tc.ckpt_every == 0) or step == end or stopped_by is not None:
+                if not (measure_scale and (step == tc.steps or stopped_by is not None)):  # saved below, with the scale
                     save(step, seconds)
                     last_saved = step
+            if stopped_by is not None:
+                if is_main:
+                    print(f"{stopped_by}: stopping at step {step} of {tc.steps}; continue with --resume", file=sys.stderr)
+                break
     finally:
+        stop.__exit__()
         if bar is not None:
             bar.close()
         if log is not None:
@@ -676,7 +728,7 @@ def train(
             for b in net.buffers():
                 torch.distributed.broadcast(b, src=0)
     seconds = seconds_before + time.perf_counter() - t0
-    if measure_scale and step == tc.steps:
+    if measure_scale and (step == tc.steps or stopped_by is not None):
         # The latent scale (1 / std of the training latents) of the weights that will be used: the EMA's.
         # Every process measures it (same weights, same samples), so they all end with the same model.
         scale = _measure_latent_scale(net, ema, train_ds, tc.batch_size, device)
@@ -684,6 +736,14 @@ def train(
     if last_saved != step:
         return save(step, seconds)
     return ckpt_dir / ck.checkpoint_name(step)
+
+
+def _any_process(flag: bool, accelerator: Any) -> bool:
+    """True on every process when `flag` is true on any (one scalar all-reduce; free in one process)."""
+    if accelerator.num_processes == 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=accelerator.device)
+    return bool(accelerator.reduce(t, reduction="sum").item() > 0)
 
 
 def _measure_latent_scale(net: nn.Module, ema: EMA | None, ds: Any, batch_size: int, device: torch.device) -> float:
