@@ -110,6 +110,23 @@ def test_ema_math_buffers_frozen_and_apply() -> None:
     assert torch.equal(m[0].weight, torch.full((2, 2), 3.0))
 
 
+def test_ema_warmup_forgets_the_initial_weights() -> None:
+    """With warm-up the n-th averaged step uses min(decay, (1 + n) / (10 + n)); the share of the initial
+    weights after N steps is prod(d_n), tiny where plain decay**N is not."""
+    m = nn.Linear(1, 1, bias=False)
+    plain, warm = EMA(m, 0.999), EMA(m, 0.999, warmup=True)
+    assert warm.decay_at(1) == pytest.approx(2 / 11) and warm.decay_at(10**6) == 0.999
+    with torch.no_grad():
+        m.weight.fill_(0.0)  # the trained weights: 0 from step 1 on
+    for e in (plain, warm):
+        e.shadow["weight"].fill_(1.0)  # the initial weights: 1
+    for step in range(1, 1101):
+        plain.update(m, step)
+        warm.update(m, step)
+    assert float(plain.shadow["weight"]) == pytest.approx(0.999**1100, rel=1e-4)  # ~0.33 of the init left
+    assert float(warm.shadow["weight"]) < 1e-3
+
+
 # ------------------------------------------------------------------------------------------- checkpoints
 
 

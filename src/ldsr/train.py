@@ -58,6 +58,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.0
     ema_decay: float = 0.999  # 0 disables the EMA (ema.safetensors then holds the raw weights)
     ema_start: int = 0  # steps before the EMA starts averaging (until then it copies the weights)
+    ema_warmup: bool = True  # decay min(ema_decay, (1 + n) / (10 + n)) after n averaged steps (see EMA)
     grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
     precision: Precision = "no"  # mixed precision: fp16 / bf16 on a GPU (bf16 also runs on a CPU, slowly)
     grad_accum: int = 1  # micro-batches per optimizer step
@@ -107,22 +108,33 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
 
 
 class EMA:
-    """Exponential moving average of a model's state: shadow = decay * shadow + (1 - decay) * weight for
-    trainable floating-point parameters once `step > start`; every other entry (buffers, frozen weights)
-    and every entry before `start` is copied."""
+    """Exponential moving average of a model's state: shadow = d * shadow + (1 - d) * weight for trainable
+    floating-point parameters once `step > start`; every other entry (buffers, frozen weights) and every entry
+    before `start` is copied.
 
-    def __init__(self, model: nn.Module, decay: float, start: int = 0) -> None:
+    d = `decay`, or with `warmup` d_n = min(decay, (1 + n) / (10 + n)) at the n-th averaged step (the
+    num_updates rule of TensorFlow's ExponentialMovingAverage): without it the initial weights keep a share
+    decay^n of the average, 33 % after 1100 steps at 0.999, which spoils short runs."""
+
+    def __init__(self, model: nn.Module, decay: float, start: int = 0, warmup: bool = False) -> None:
         self.decay = float(decay)
         self.start = int(start)
+        self.warmup = bool(warmup)
         self.shadow: dict[str, torch.Tensor] = {k: v.detach().clone() for k, v in model.state_dict().items()}
         self.tracked = {n for n, p in model.named_parameters(remove_duplicate=False) if p.requires_grad}
 
+    def decay_at(self, step: int) -> float:
+        """The decay d used by `update(model, step)` (for step > start)."""
+        n = step - self.start
+        return min(self.decay, (1.0 + n) / (10.0 + n)) if self.warmup else self.decay
+
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
+        d = self.decay_at(step)
         for k, v in model.state_dict().items():
             s = self.shadow[k]
             if step > self.start and k in self.tracked and s.is_floating_point():
-                s.mul_(self.decay).add_(v.detach().to(s.dtype), alpha=1.0 - self.decay)
+                s.mul_(d).add_(v.detach().to(s.dtype), alpha=1.0 - d)
             else:
                 s.copy_(v)
 
@@ -522,7 +534,7 @@ def train(
     else:
         wrapped, opt = accelerator.prepare(_LossModule(net), opt)
     net = accelerator.unwrap_model(wrapped).model
-    ema = EMA(net, tc.ema_decay, tc.ema_start) if tc.ema_decay > 0 else None
+    ema = EMA(net, tc.ema_decay, tc.ema_start, tc.ema_warmup) if tc.ema_decay > 0 else None
 
     config_dict = to_dict(cfg)
     model_config = net.config_dict() if callable(getattr(net, "config_dict", None)) else None
