@@ -79,7 +79,8 @@ def _worker(spec: dict[str, Any]) -> dict[str, Any]:
     lr = (torch.rand(1, channels, hr // scale, hr // scale, generator=torch.Generator().manual_seed(0)) * 2 - 1).to(dev)
 
     def run(sampler: str, steps: int) -> None:
-        model.upscale(lr, sampler=sampler, steps=steps, generator=torch.Generator().manual_seed(0))  # type: ignore[arg-type]
+        model.upscale(lr, sampler=sampler, steps=steps, generator=torch.Generator().manual_seed(0),  # type: ignore[arg-type]
+                      decode_tile=spec.get("decode_tile", 0))
         if dev.type == "cuda":
             torch.cuda.synchronize()
 
@@ -112,6 +113,7 @@ def _worker(spec: dict[str, Any]) -> dict[str, Any]:
         "seconds": sum(times) / len(times),
         "peak_mb": peak_mb,
         "threads": torch.get_num_threads(),
+        "decode_tile": spec.get("decode_tile", 0),
     }
 
 
@@ -136,7 +138,9 @@ def format_report(rows: list[dict[str, Any]]) -> str:
         lines.append(f"{r['hr']:>5}  {r['space']:<6}  {r['grid']:<13}  {params:<18}  {r['steps']:>5}  "
                      f"{r['seconds']:>8.3f}  {r['peak_mb']:>8.1f}")
     ae = {r["autoencoder"] for r in rows if r["autoencoder"]}
-    lines.append(f"autoencoder: {', '.join(sorted(ae))}; latent timing includes decoding; "
+    tile = rows[0].get("decode_tile", 0)
+    decoding = f"decoding in {tile}x{tile} latent tiles" if tile else "decoding"
+    lines.append(f"autoencoder: {', '.join(sorted(ae))}; latent timing includes {decoding}; "
                  f"torch threads: {rows[0]['threads']}")
     lines.append("speed ratio = pixel s/image / latent s/image; memory ratio = pixel peak MB / latent peak MB "
                  "(> 1: latent better)")
@@ -167,6 +171,8 @@ def speed(
     sampler: SamplerChoice = typer.Option("ddim", "--sampler", help="Sampler."),
     repeats: int = typer.Option(1, "--repeats", min=1, help="Timed upscales per model (mean reported)."),
     threads: int = typer.Option(0, "--threads", min=0, help="torch CPU threads per worker; 0 = torch's default."),
+    decode_tile: int = typer.Option(0, "--decode-tile", min=0,
+                                    help="Latent model: decode in tiles of this many latent positions (0: whole)."),
 ) -> None:
     """Time one batch-1 upscale of the latent and the pixel (SR3) model, each in a fresh process."""
     channels = int(channels)
@@ -180,7 +186,8 @@ def speed(
     for h in hr:
         for space in ("latent", "pixel"):
             spec = {"space": space, "hr": h, "steps": steps, "preset": preset, "scale": scale, "channels": channels,
-                    "device": device, "sampler": sampler, "repeats": repeats, "threads": threads}
+                    "device": device, "sampler": sampler, "repeats": repeats, "threads": threads,
+                    "decode_tile": decode_tile}
             typer.echo(f"running {space} HR {h} ...", err=True)
             try:
                 rows.append(_run_isolated(spec))

@@ -85,6 +85,9 @@ def upscale_command(
     std_map: bool = typer.Option(False, "--std-map/--no-std-map",
                                  help="Also write the per-pixel std over samples (<name>_std.png)."),
     batch: int = typer.Option(1, "--batch", min=1, help="Images of one size upscaled together in one network batch."),
+    decode_tile: int = typer.Option(0, "--decode-tile", min=0, show_default="0: whole latent",
+                                    help="Latent models: decode in tiles of this many latent positions (large images: "
+                                         "memory of one tile; e.g. 64)."),
     device: Device = typer.Option(Device.cpu, "--device", help="Where the network runs."),
 ) -> None:
     """Super-resolve LR images; 1-channel and 16-bit stay so; DICOM in gives DICOM out."""
@@ -138,7 +141,7 @@ def upscale_command(
         try:
             outs = up.upscale_batch([g[1] for g in group], sampler=None if sampler is None else str(sampler),
                                     steps=steps, eta=eta, seed=seed, samples=samples, reduce=str(reduce),
-                                    progress=sys.stderr.isatty())
+                                    progress=sys.stderr.isatty(), decode_tile=decode_tile)
         except (ValueError, OSError, RuntimeError) as e:
             for path, _, _ in group:
                 fail(path, e)

@@ -104,10 +104,15 @@ class Upscaler:
         samples: int | None = None,
         reduce: Reduce = "mean",
         progress: bool = False,
+        decode_tile: int = 0,
     ) -> UpscaleResult:
-        """SR of an (h, w, C) array in [0, 1] of any size (reflect-padded to what the network needs, then cropped)."""
+        """SR of an (h, w, C) array in [0, 1] of any size (reflect-padded to what the network needs, then cropped).
+
+        `decode_tile` > 0: a latent model decodes in tiles of that many latent positions (bounded memory for
+        large images; ldsr.tiling).
+        """
         return self.upscale_batch([lr], sampler=sampler, steps=steps, eta=eta, seed=seed, samples=samples,
-                                  reduce=reduce, progress=progress)[0]
+                                  reduce=reduce, progress=progress, decode_tile=decode_tile)[0]
 
     def upscale_batch(
         self,
@@ -120,6 +125,7 @@ class Upscaler:
         samples: int | None = None,
         reduce: Reduce = "mean",
         progress: bool = False,
+        decode_tile: int = 0,
     ) -> list[UpscaleResult]:
         """SR of several (h, w, C) arrays of one size in one network batch.
 
@@ -156,7 +162,7 @@ class Upscaler:
             else:
                 g = torch.Generator().manual_seed(seed)
                 out = self.model.upscale(x, sampler=sampler, steps=steps, eta=eta, generator=g, samples=samples,
-                                         progress=progress)  # a bar over the sampler steps
+                                         progress=progress, decode_tile=decode_tile)  # a bar over the sampler steps
         out = out[..., :H, :W]  # (S, N, C, H, W)
         results = []
         for n in range(out.shape[1]):

@@ -24,6 +24,7 @@ from ldsr.diffusion.objective import LOSSES, PREDICTIONS, LossName, Prediction, 
 from ldsr.diffusion.sampling import SAMPLERS, SamplerName, sample
 from ldsr.diffusion.schedules import ScheduleName, alphas_cumprod, betas_for
 from ldsr.nets import UNET_DOWNSAMPLING, UNET_PRESETS
+from ldsr.tiling import decode_tiled
 
 Space = Literal["latent", "pixel"]
 SPACES: tuple[str, ...] = get_args(Space)
@@ -118,7 +119,7 @@ class _DiffusionSR(nn.Module):
     def _target_shape(self, lr: torch.Tensor) -> tuple[int, int, int, int]:
         raise NotImplementedError
 
-    def _to_image(self, x0: torch.Tensor) -> torch.Tensor:
+    def _to_image(self, x0: torch.Tensor, decode_tile: int = 0) -> torch.Tensor:
         raise NotImplementedError
 
     def _base(self, lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -171,16 +172,20 @@ class _DiffusionSR(nn.Module):
         generator: torch.Generator | None = None,
         samples: int = 1,
         progress: bool = False,
+        decode_tile: int = 0,
     ) -> torch.Tensor:
         """`samples` SR draws of lr (N, C, h, w) in [-1, 1] -> (samples, N, C, h*scale, w*scale) in [-1, 1].
 
         Draws are sequential (draw k starts from the generator state after draw k-1), so memory stays that of one.
-        `sampler`, `steps`, `eta` default to the config's.
+        `sampler`, `steps`, `eta` default to the config's. `decode_tile` > 0 decodes a latent in tiles of that
+        many latent positions (overlap a quarter; ldsr.tiling), bounding the decoder's memory; pixel models ignore it.
         """
         if lr.ndim != 4 or lr.shape[1] != self.channels:
             raise ValueError(f"lr must be (N, {self.channels}, h, w), got {tuple(lr.shape)}")
         if samples < 1:
             raise ValueError(f"samples must be >= 1, got {samples}")
+        if decode_tile < 0:
+            raise ValueError(f"decode_tile must be >= 0 latent positions (0: the whole latent), got {decode_tile}")
         shape = self._target_shape(lr)  # (N, C_x, H_x, W_x): latent or pixel grid
         self._check_grid(shape[-2:])
         size = (shape[-2], shape[-1])
@@ -201,7 +206,7 @@ class _DiffusionSR(nn.Module):
             )
             if base is not None:
                 x0 = base + x0 / self.cfg.residual_scale
-            draws.append(self._to_image(x0).clamp(-1.0, 1.0))
+            draws.append(self._to_image(x0, decode_tile).clamp(-1.0, 1.0))
         return torch.stack(draws)  # (samples, N, C, H, W)
 
     def _residual_condition(self, cond: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
@@ -246,7 +251,9 @@ class LatentSR(_DiffusionSR):
                              f"{self.factor}")
         return (lr.shape[0], self.latent_channels, H // self.factor, W // self.factor)
 
-    def _to_image(self, x0: torch.Tensor) -> torch.Tensor:
+    def _to_image(self, x0: torch.Tensor, decode_tile: int = 0) -> torch.Tensor:
+        if decode_tile > 0:  # peak memory of one tile's decode instead of the whole image's (ldsr.tiling)
+            return decode_tiled(self.autoencoder.decode, x0, factor=self.factor, tile=decode_tile)
         return self.autoencoder.decode(x0)  # (N, C, H, W)
 
     def _base(self, lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -277,8 +284,8 @@ class PixelSR(_DiffusionSR):
     def _target_shape(self, lr: torch.Tensor) -> tuple[int, int, int, int]:
         return (lr.shape[0], self.channels, lr.shape[-2] * self.scale, lr.shape[-1] * self.scale)
 
-    def _to_image(self, x0: torch.Tensor) -> torch.Tensor:
-        return x0
+    def _to_image(self, x0: torch.Tensor, decode_tile: int = 0) -> torch.Tensor:
+        return x0  # pixel space: nothing to decode
 
     def _base(self, lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         return self._condition(lr, size)  # bicubic(LR), (N, C, H, W)
