@@ -5,7 +5,8 @@
 
 Takes `--count` held-out images (docs/DATA_SPLITS.md, evenly spaced over the sorted list), encodes and decodes
 each whole image (sides cropped to a multiple of the factor) with the EMA weights, and reports PSNR / SSIM on
-the stored 8-bit grid (grey: the single channel; colour: BT.601 Y), no border crop.
+the stored 8-bit grid (grey: the single channel; colour: BT.601 Y), no border crop. `--decode-tile N` decodes in
+N x N latent tiles (ldsr.tiling), to measure what tiling costs.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ def main() -> None:
     p.add_argument("--count", type=int, default=50)
     p.add_argument("--split", default="test", choices=["test", "train", "all"])
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    p.add_argument("--decode-tile", type=int, default=0, help="decode in tiles of this many latent positions")
     a = p.parse_args()
 
     from ldsr.autoencoder import AutoencoderConfig, build_model
@@ -35,6 +37,7 @@ def main() -> None:
     from ldsr.io import read_image
     from ldsr.metrics import psnr, ssim
     from ldsr.tensor import to_array, to_tensor
+    from ldsr.tiling import decode_tiled
 
     sources = list_sources([a.data], a.split)
     if not sources:
@@ -54,7 +57,11 @@ def main() -> None:
             x = to_channels(x, run["channels"])
             x = x[: x.shape[0] - x.shape[0] % f, : x.shape[1] - x.shape[1] % f]
             with torch.no_grad():
-                y = to_array(model.reconstruct(to_tensor(x)))
+                if a.decode_tile:
+                    z = model.encode(to_tensor(x))  # (1, c_z, H/f, W/f)
+                    y = to_array(decode_tiled(model.decode, z, factor=f, tile=a.decode_tile).clamp(-1, 1))
+                else:
+                    y = to_array(model.reconstruct(to_tensor(x)))
             gt, rec = np.round(x * 255), np.round(y * 255)
             ycc = run["channels"] == 3
             ps.append(psnr(rec, gt, data_range=255, y_channel=ycc))
@@ -63,7 +70,7 @@ def main() -> None:
         results[name] = {
             "checkpoint": str(ck), "kind": run["autoencoder"]["kind"], "factor": f,
             "preset": run["autoencoder"]["preset"], "params": sum(p.numel() for p in model.parameters()),
-            "images": len(picked), "psnr": float(np.mean(ps)), "ssim": float(np.mean(ss)),
+            "images": len(picked), "decode_tile": a.decode_tile, "psnr": float(np.mean(ps)), "ssim": float(np.mean(ss)),
             "psnr_std": float(np.std(ps)), "seconds": time.perf_counter() - t0,
         }
         r = results[name]

@@ -6,8 +6,10 @@ tiles of `tile` x `tile` latent positions bounds that peak by the tile's size wh
 overlap by `overlap` latent positions; in the overlap, each tile's output is weighted by a ramp that falls
 linearly towards its inner edge, so the blend is a convex combination and seams fade out. A decoder whose
 receptive field fits within the overlap (no attention) gives the whole-latent result up to the ramp's weights on
-the few border pixels; an attention mid-block sees only its tile, which is the usual approximation
-(latent-diffusion and diffusers' tiled VAE decoding do the same).
+the few border pixels. A real decoder's GroupNorm layers and attention mid-block, however, see only their tile's
+statistics (as in latent-diffusion's and diffusers' tiled decoding): on brain MRI slices with the tiny
+autoencoders this cost 5-9 dB of reconstruction PSNR (docs/BENCHMARKS.md), so tiling is for images whose whole
+decode does not fit in memory, not a default.
 """
 
 from __future__ import annotations
