@@ -23,6 +23,10 @@ train() {
   $L train sr -c configs/cpu/sr3_x4.yaml
   $L train baseline -c configs/cpu/esrgan_x4.yaml
   $L train baseline -c configs/cpu/esrgan_x4_gan.yaml   # stage 2: RaGAN + L1 from the L1-stage generator
+  # Residual diffusion (SRDiff-style) on the same bicubic protocol: the models that beat the baselines.
+  $L train sr -c configs/cpu/ldm_sr_x4_res_bicubic.yaml
+  $L train sr -c configs/cpu/ldm_sr_x4_vae_res_bicubic.yaml
+  $L train sr -c configs/cpu/sr3_x4_res_bicubic.yaml
 }
 
 evaluate() {
@@ -47,6 +51,9 @@ PY
     --model runs/cpu/sr3_x4 --model runs/cpu/ldm_sr_x4_vae --model runs/cpu/ldm_sr_x4 \
     --model runs/cpu/ldm_sr_x4_vae_v --model runs/cpu/ldm_sr_x4_v \
     --sampler dpmpp --steps 20
+  $L evaluate --gt "$out/pairs/hr" --lr "$out/pairs/lr" --scale 4 --out "$out/report_bicubic_res" \
+    --model bicubic --model runs/cpu/srcnn_x4 --model runs/cpu/esrgan_x4 --model runs/cpu/sr3_x4_res_bicubic \
+    --model runs/cpu/ldm_sr_x4_vae_res_bicubic --model runs/cpu/ldm_sr_x4_res_bicubic --sampler dpmpp --steps 10 --draws 8
 }
 
 # Histology (3 channels): CNN baselines, ESRGAN (L1 stage) and a VAE-DDPM with v-prediction.
