@@ -23,6 +23,7 @@ train() {
   $L train sr -c configs/cpu/sr3_x4.yaml
   $L train baseline -c configs/cpu/esrgan_x4.yaml
   $L train baseline -c configs/cpu/esrgan_x4_gan.yaml   # stage 2: RaGAN + L1 from the L1-stage generator
+  $L train baseline -c configs/cpu/esrgan_x4_gan_l1.yaml   # the same with the L1 term at weight 1
   # Residual diffusion (SRDiff-style) on the same bicubic protocol: the models that beat the baselines.
   $L train sr -c configs/cpu/ldm_sr_x4_res_bicubic.yaml
   $L train sr -c configs/cpu/ldm_sr_x4_vae_res_bicubic.yaml
