@@ -298,3 +298,29 @@ def test_discriminator_switch_and_losses(mri_crops):
     grads = [p.grad for p in m.discriminator.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert all(p.grad is None for p in m.net.parameters())  # D step leaves the autoencoder alone
+
+
+# ------------------------------------------------------------------------------------------- mixed precision
+def test_ssim_is_fp32_under_bf16_autocast(mri_crops):
+    """Inside autocast the SSIM moments stay fp32: bf16 variances E[x^2] - mu^2 cancel and can divide by 0."""
+    x = (mri_crops + 1) * 0.5
+    y = (x + 0.02 * torch.randn_like(x)).clamp(0, 1)
+    ref = ssim_map_torch(x, y, data_range=1.0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = ssim_map_torch(x.bfloat16(), y.bfloat16(), data_range=1.0)
+    assert got.dtype == torch.float32
+    assert torch.isfinite(got).all()
+    assert float((got - ref).abs().mean()) < 0.02  # only the bf16 rounding of the inputs differs
+
+
+@pytest.mark.parametrize("kind", ["vae", "vqvae"])
+def test_training_loss_under_bf16_autocast_is_finite_and_close(kind, mri_crops):
+    torch.manual_seed(0)
+    m = build_model(_tiny(kind), 1).eval()  # eval: no code restarts, deterministic posterior noise aside
+    torch.manual_seed(1)
+    ref, _ = m.training_loss({"hr": mri_crops})
+    torch.manual_seed(1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, logs = m.training_loss({"hr": mri_crops})
+    assert got.dtype == torch.float32 and torch.isfinite(got)
+    assert abs(float(got.detach()) - float(ref.detach())) < 0.1 * abs(float(ref.detach()))
