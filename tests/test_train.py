@@ -408,3 +408,76 @@ def test_precision_can_change_between_runs_in_one_process(tmp_path: Path) -> Non
                                                 f"train.run_dir={tmp_path / precision}"])  # fmt: skip
         out = train(cfg, progress=False)
         assert out.name == ck.checkpoint_name(2)
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_signal_to_process_group_with_loader_workers(tmp_path: Path, sig: str) -> None:
+    """Ctrl-C (SIGINT) and SLURM (SIGTERM) signal the whole process group, loader workers included: the run
+    still ends with a checkpoint and exit code 0."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "ldsr", "train", "baseline", "-c", str(TINY / "srcnn.yaml"),
+            "train.steps=1000000", "train.ckpt_every=0", "train.val_every=0", "train.log_every=1",
+            "data.num_workers=1", f"train.run_dir={run}"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)  # fmt: skip
+    log = run / "log.csv"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if log.exists() and len(log.read_text().splitlines()) > 3:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()[1]
+    os.killpg(proc.pid, getattr(signal, sig))
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert f"{sig}: stopping at step" in err
+    latest = ck.latest_checkpoint(run)
+    assert latest is not None and int(latest.name.removeprefix("step_")) >= 3
+
+
+def test_loader_failure_after_a_signal_still_checkpoints(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the signal also ended the loader (its workers got it too), the step in progress is dropped and the
+    run stops at the last completed step with a checkpoint; without a signal the loader's error propagates."""
+    import os
+    import signal
+
+    import ldsr.data as data
+
+    build = data.build_train_dataset
+
+    class Dying(torch.utils.data.Dataset):
+        def __init__(self, ds, kill_at: int | None) -> None:  # noqa: ANN001
+            self.ds, self.kill_at = ds, kill_at
+
+        def __len__(self) -> int:
+            return len(self.ds)
+
+        def __getitem__(self, k: int):  # noqa: ANN204
+            if self.kill_at is not None and k == self.kill_at:
+                os.kill(os.getpid(), signal.SIGTERM)  # the handler only records it
+                raise RuntimeError("loader worker killed")
+            return self.ds[k]
+
+    for kill_at, expect in ((10, "stop"), (None, "ok")):
+        monkeypatch.setattr(data, "build_train_dataset", lambda *a, _k=kill_at, **kw: Dying(build(*a, **kw), _k))
+        cfg = load_config(TINY / "srcnn.yaml", ["train.steps=20", "train.batch_size=2", "train.ckpt_every=0",
+                                                "train.val_every=0", f"train.run_dir={tmp_path / str(kill_at)}"])  # fmt: skip
+        out = train(cfg, progress=False)
+        # batch 2: sample 10 belongs to step 6, so steps 1-5 completed
+        assert out.name == ck.checkpoint_name(5 if expect == "stop" else 20)
+
+    class Broken(Dying):
+        def __getitem__(self, k: int):  # noqa: ANN204
+            raise RuntimeError("corrupt sample")
+
+    monkeypatch.setattr(data, "build_train_dataset", lambda *a, **kw: Broken(build(*a, **kw), None))
+    cfg = load_config(TINY / "srcnn.yaml", ["train.steps=3", f"train.run_dir={tmp_path / 'broken'}"])
+    with pytest.raises(RuntimeError, match="corrupt sample"):
+        train(cfg, progress=False)

@@ -624,6 +624,7 @@ def train(
         sampler=_ShardStream(step * tc.grad_accum, tc.batch_size, rank, world),
         num_workers=cfg.data.num_workers,
         generator=torch.Generator().manual_seed(seed),  # keeps the global torch RNG untouched
+        worker_init_fn=_ignore_interrupt,
         pin_memory=device.type == "cuda",
         persistent_workers=cfg.data.num_workers > 0,
     )
@@ -653,8 +654,18 @@ def train(
         stop.__enter__()
         while step < end:
             step_logs: dict[str, float] = {}
+            lost_batch = False
             for _ in range(tc.grad_accum):
-                batch = _to_device(next(batches), device)
+                try:
+                    raw_batch = next(batches)
+                except Exception:
+                    # A signal sent to the whole process group (SLURM's SIGTERM) can end the loader workers first;
+                    # then this step is dropped and the run stops at the last completed one.
+                    if stop.signum is None or world > 1:
+                        raise
+                    lost_batch = True
+                    break
+                batch = _to_device(raw_batch, device)
                 with accelerator.accumulate(wrapped):
                     with _frozen(disc_params), accelerator.autocast():
                         loss, logs = wrapped(batch)
@@ -684,6 +695,16 @@ def train(
                         opt_d.zero_grad(set_to_none=True)
                         for k, v in d_logs.items():
                             step_logs[k] = step_logs.get(k, 0.0) + float(v) / tc.grad_accum
+            if lost_batch:
+                opt.zero_grad(set_to_none=True)
+                if opt_d is not None:
+                    opt_d.zero_grad(set_to_none=True)
+                stopped_by = signal.Signals(stop.signum or signal.SIGTERM).name
+                if not measure_scale and last_saved != step:  # an autoencoder is saved below, with its scale
+                    save(step, seconds_before + time.perf_counter() - t0)
+                    last_saved = step
+                print(f"{stopped_by}: stopping at step {step} of {tc.steps}; continue with --resume", file=sys.stderr)
+                break
             lr_now = opt.param_groups[0]["lr"]
             step += 1
             sched.step()
@@ -748,6 +769,12 @@ def train(
     if last_saved != step:
         return save(step, seconds)
     return ckpt_dir / ck.checkpoint_name(step)
+
+
+def _ignore_interrupt(worker_id: int) -> None:
+    """Loader workers ignore SIGINT: Ctrl-C reaches the whole foreground process group, and the main process
+    needs its workers for the step it finishes before checkpointing (they exit with it)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _any_process(flag: bool, accelerator: Any) -> bool:
