@@ -6,7 +6,8 @@
 Takes `--count` held-out images (docs/DATA_SPLITS.md, evenly spaced over the sorted list), encodes and decodes
 each whole image (sides cropped to a multiple of the factor) with the EMA weights, and reports PSNR / SSIM on
 the stored 8-bit grid (grey: the single channel; colour: BT.601 Y), no border crop. `--decode-tile N` decodes in
-N x N latent tiles (ldsr.tiling), to measure what tiling costs.
+N x N latent tiles as `ldsr upscale --decode-tile` does (ldsr.tiling: a 16-position halo, the image's GroupNorm
+statistics); `--tile-norms` keeps each tile's own GroupNorm statistics instead (the usual tiled decoding).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ def main() -> None:
     p.add_argument("--split", default="test", choices=["test", "train", "all"])
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     p.add_argument("--decode-tile", type=int, default=0, help="decode in tiles of this many latent positions")
+    p.add_argument("--tile-norms", action="store_true", help="per-tile GroupNorm statistics (for comparison)")
     a = p.parse_args()
 
     from ldsr.autoencoder import AutoencoderConfig, build_model
@@ -37,6 +39,7 @@ def main() -> None:
     from ldsr.io import read_image
     from ldsr.metrics import psnr, ssim
     from ldsr.tensor import to_array, to_tensor
+    from ldsr.sr import DECODE_HALO
     from ldsr.tiling import decode_tiled
 
     sources = list_sources([a.data], a.split)
@@ -59,7 +62,9 @@ def main() -> None:
             with torch.no_grad():
                 if a.decode_tile:
                     z = model.encode(to_tensor(x))  # (1, c_z, H/f, W/f)
-                    y = to_array(decode_tiled(model.decode, z, factor=f, tile=a.decode_tile).clamp(-1, 1))
+                    norms = [] if a.tile_norms else [m for m in model.modules() if isinstance(m, torch.nn.GroupNorm)]
+                    y = to_array(decode_tiled(model.decode, z, factor=f, tile=a.decode_tile, halo=DECODE_HALO,
+                                              norms=norms).clamp(-1, 1))
                 else:
                     y = to_array(model.reconstruct(to_tensor(x)))
             gt, rec = np.round(x * 255), np.round(y * 255)
@@ -70,7 +75,7 @@ def main() -> None:
         results[name] = {
             "checkpoint": str(ck), "kind": run["autoencoder"]["kind"], "factor": f,
             "preset": run["autoencoder"]["preset"], "params": sum(p.numel() for p in model.parameters()),
-            "images": len(picked), "decode_tile": a.decode_tile, "psnr": float(np.mean(ps)), "ssim": float(np.mean(ss)),
+            "images": len(picked), "decode_tile": a.decode_tile, "tile_norms": a.tile_norms, "psnr": float(np.mean(ps)), "ssim": float(np.mean(ss)),
             "psnr_std": float(np.std(ps)), "seconds": time.perf_counter() - t0,
         }
         r = results[name]

@@ -86,9 +86,9 @@ def upscale_command(
                                  help="Also write the per-pixel std over samples (<name>_std.png)."),
     batch: int = typer.Option(1, "--batch", min=1, help="Images of one size upscaled together in one network batch."),
     decode_tile: int = typer.Option(0, "--decode-tile", min=0, show_default="0: whole latent",
-                                    help="Latent models: decode in tiles of this many latent positions: the memory of "
-                                         "one tile for images too large to decode whole, at a cost in quality "
-                                         "(GroupNorm sees one tile; docs/BENCHMARKS.md)."),
+                                    help="Latent models: decode in tiles of this many latent positions (plus a halo of "
+                                         "context, image-wide GroupNorm statistics): the memory of one tile, for "
+                                         "images too large to decode whole; slower (docs/BENCHMARKS.md)."),
     device: Device = typer.Option(Device.cpu, "--device", help="Where the network runs."),
 ) -> None:
     """Super-resolve LR images; 1-channel and 16-bit stay so; DICOM in gives DICOM out."""

@@ -178,7 +178,8 @@ class _DiffusionSR(nn.Module):
 
         Draws are sequential (draw k starts from the generator state after draw k-1), so memory stays that of one.
         `sampler`, `steps`, `eta` default to the config's. `decode_tile` > 0 decodes a latent in tiles of that
-        many latent positions (overlap a quarter; ldsr.tiling), bounding the decoder's memory; pixel models ignore it.
+        many latent positions (plus DECODE_HALO of context, image-wide GroupNorm statistics; ldsr.tiling), bounding
+        the decoder's memory; pixel models ignore it.
         """
         if lr.ndim != 4 or lr.shape[1] != self.channels:
             raise ValueError(f"lr must be (N, {self.channels}, h, w), got {tuple(lr.shape)}")
@@ -217,6 +218,11 @@ class _DiffusionSR(nn.Module):
         return dataclasses.asdict(self.cfg)
 
 
+# Latent positions of context around each decoded tile: the tiny autoencoder's decoder is exact from 12 on
+# (tests/test_tiling.py); 16 leaves room for deeper decoders.
+DECODE_HALO = 16
+
+
 class LatentSR(_DiffusionSR):
     """Latent diffusion SR: UNet on cat([z_t, LR resized to the latent grid]); a frozen autoencoder maps z <-> x."""
 
@@ -253,7 +259,9 @@ class LatentSR(_DiffusionSR):
 
     def _to_image(self, x0: torch.Tensor, decode_tile: int = 0) -> torch.Tensor:
         if decode_tile > 0:  # peak memory of one tile's decode instead of the whole image's (ldsr.tiling)
-            return decode_tiled(self.autoencoder.decode, x0, factor=self.factor, tile=decode_tile)
+            norms = [m for m in self.autoencoder.modules() if isinstance(m, nn.GroupNorm)]
+            return decode_tiled(self.autoencoder.decode, x0, factor=self.factor, tile=decode_tile, halo=DECODE_HALO,
+                                norms=norms)  # fmt: skip
         return self.autoencoder.decode(x0)  # (N, C, H, W)
 
     def _base(self, lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
