@@ -353,21 +353,19 @@ def test_real_autoencoder_then_latent_sr(tmp_path: Path) -> None:
     assert rows[-1]["step"] == "2" and float(rows[-1]["val_psnr"]) > 0
 
 
-def test_sigterm_checkpoints_and_resumes(tmp_path: Path) -> None:
-    """SIGTERM (a scheduler's preemption, `timeout`) ends the run after its step with a checkpoint; --resume
-    then continues from that step."""
+def _start_long_training(run: Path, *overrides: str, new_session: bool = False):  # noqa: ANN202
+    """`ldsr train baseline` (tiny SRCNN, 10^6 steps) in a subprocess, returned once it has logged 3 steps."""
     import os
-    import signal
     import subprocess
     import sys
     import time
 
-    run = tmp_path / "run"
     args = [sys.executable, "-m", "ldsr", "train", "baseline", "-c", str(TINY / "srcnn.yaml"),
             "train.steps=1000000", "train.ckpt_every=0", "train.val_every=0", "train.log_every=1",
-            f"train.run_dir={run}"]  # fmt: skip
+            *overrides, f"train.run_dir={run}"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=new_session)  # fmt: skip
     log = run / "log.csv"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
@@ -375,6 +373,16 @@ def test_sigterm_checkpoints_and_resumes(tmp_path: Path) -> None:
             break
         time.sleep(0.2)
     assert proc.poll() is None, proc.communicate()[1]
+    return proc
+
+
+def test_sigterm_checkpoints_and_resumes(tmp_path: Path) -> None:
+    """SIGTERM (a scheduler's preemption, `timeout`) ends the run after its step with a checkpoint; --resume
+    then continues from that step."""
+    import signal
+
+    run = tmp_path / "run"
+    proc = _start_long_training(run)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
@@ -416,24 +424,9 @@ def test_signal_to_process_group_with_loader_workers(tmp_path: Path, sig: str) -
     still ends with a checkpoint and exit code 0."""
     import os
     import signal
-    import subprocess
-    import sys
-    import time
 
     run = tmp_path / "run"
-    args = [sys.executable, "-m", "ldsr", "train", "baseline", "-c", str(TINY / "srcnn.yaml"),
-            "train.steps=1000000", "train.ckpt_every=0", "train.val_every=0", "train.log_every=1",
-            "data.num_workers=1", f"train.run_dir={run}"]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)  # fmt: skip
-    log = run / "log.csv"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if log.exists() and len(log.read_text().splitlines()) > 3:
-            break
-        time.sleep(0.2)
-    assert proc.poll() is None, proc.communicate()[1]
+    proc = _start_long_training(run, "data.num_workers=1", new_session=True)
     os.killpg(proc.pid, getattr(signal, sig))
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
