@@ -72,6 +72,11 @@ for k in sorted(sd):
     h.update(sd[k].detach().cpu().contiguous().numpy().tobytes())
 Path(out).write_text(json.dumps({"rank": int(os.environ["RANK"]), "final": str(final), "hash": h.hexdigest(),
                                  "seen": seen, "saves": saves}))
+# Leave together and close the group: a process exiting while gloo's threads still run can abort in C++
+# ("terminate called without an active exception", exit -6), which a launcher would report as a failure.
+if torch.distributed.is_initialized():
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
 """
 
 

@@ -28,9 +28,17 @@ def run_command(
         raise ValueError(f"{config}: the config trains task {cfg.task!r}; run `ldsr train {cfg.task}` (not `{task}`)")
     if dry_run:
         return to_yaml(cfg)
+    import torch.distributed as dist
+
     from ldsr.train import train
 
-    return str(train(cfg, resume=resume))
+    final = train(cfg, resume=resume)
+    # Under `accelerate launch` this process owns the group: leave together and close it, so that no process exits
+    # while gloo / NCCL threads still run (a C++ abort, exit -6, reported as a failed launch).
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+    return str(final)
 
 
 def _command(task: TaskName) -> Callable[..., None]:
