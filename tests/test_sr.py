@@ -33,7 +33,7 @@ class StandInAE(nn.Module):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(F.avg_pool2d(x, 4)) * self.scale_factor  # (N, c_z, H/4, W/4)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, *, streamed: bool = False) -> torch.Tensor:
         return self.back(F.interpolate(z / self.scale_factor, scale_factor=4.0, mode="nearest"))
 
 

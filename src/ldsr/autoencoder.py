@@ -34,6 +34,7 @@ counts are all-reduced and the new codes broadcast from rank 0, so every rank ke
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
@@ -44,6 +45,7 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, VQModel
 from torch import nn
 
+from ldsr import streaming
 from ldsr.losses import hinge_d_loss, ssim_torch
 
 __all__ = [
@@ -294,14 +296,19 @@ class Autoencoder(nn.Module):
         """(N, C, H, W) in [-1, 1] -> (N, c_z, H/f, W/f), multiplied by ``scale_factor``."""
         return self._encode_raw(x) * self.scale_factor
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """(N, c_z, h, w) scaled latent -> (N, C, h*f, w*f); VQ quantises before decoding."""
+    def decode(self, z: torch.Tensor, *, streamed: bool = False) -> torch.Tensor:
+        """(N, c_z, h, w) scaled latent -> (N, C, h*f, w*f); VQ quantises before decoding.
+
+        `streamed` (eval mode only; ignored in train mode) runs the decoder layer by layer in row strips
+        (`ldsr.streaming`): the same output with about two full-resolution feature maps alive instead of five.
+        """
         if z.ndim != 4 or z.shape[1] != self.latent_channels:
             raise ValueError(f"expected (N, {self.latent_channels}, h, w) latents, got shape {tuple(z.shape)}")
         h = z / self.scale_factor
-        if isinstance(self.net, AutoencoderKL):
-            return self.net.decode(h).sample
-        return self.net.decode(h, force_not_quantize=False).sample
+        with streaming.streamed(self.net.decoder) if streamed else contextlib.nullcontext():
+            if isinstance(self.net, AutoencoderKL):
+                return self.net.decode(h).sample
+            return self.net.decode(h, force_not_quantize=False).sample
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """Deterministic full pass x -> decode(encode(x)) (VAE: posterior mean; VQ: quantised)."""

@@ -45,7 +45,7 @@ class _StandInAutoencoder(nn.Module):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.enc(x) * self.scale_factor
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, *, streamed: bool = False) -> torch.Tensor:
         return self.dec(z / self.scale_factor)
 
 

@@ -75,7 +75,7 @@ class AutoencoderLike(Protocol):
     in_channels: int
 
     def encode(self, x: torch.Tensor) -> torch.Tensor: ...
-    def decode(self, z: torch.Tensor) -> torch.Tensor: ...
+    def decode(self, z: torch.Tensor, *, streamed: bool = False) -> torch.Tensor: ...
 
 
 def _check_batch(hr: torch.Tensor, lr: torch.Tensor, scale: int) -> None:
@@ -262,7 +262,7 @@ class LatentSR(_DiffusionSR):
             norms = [m for m in self.autoencoder.modules() if isinstance(m, nn.GroupNorm)]
             return decode_tiled(self.autoencoder.decode, x0, factor=self.factor, tile=decode_tile, halo=DECODE_HALO,
                                 norms=norms)  # fmt: skip
-        return self.autoencoder.decode(x0)  # (N, C, H, W)
+        return self.autoencoder.decode(x0, streamed=True)  # (N, C, H, W); exact, less memory (ldsr.streaming)
 
     def _base(self, lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         hr_size = (size[0] * self.factor, size[1] * self.factor)

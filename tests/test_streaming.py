@@ -1,0 +1,80 @@
+"""ldsr.streaming: the strip-by-strip decoder forward equals diffusers' forward, and is wired into decode/upscale."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from ldsr import streaming
+from ldsr.autoencoder import Autoencoder, AutoencoderConfig
+from ldsr.streaming import decode_streamed, streamed, supports_streaming
+
+
+def _autoencoder(kind: str, preset: str, channels: int) -> Autoencoder:
+    torch.manual_seed(0)
+    ae = Autoencoder(AutoencoderConfig(kind=kind, factor=4, preset=preset, latent_channels=3), channels).eval()
+    for m in ae.modules():  # GroupNorm affine parameters away from (1, 0), so that a wrong statistic shows
+        if isinstance(m, nn.GroupNorm):
+            nn.init.normal_(m.weight, 1.0, 0.3)
+            nn.init.normal_(m.bias, 0.0, 0.3)
+    return ae
+
+
+@pytest.mark.parametrize(
+    "kind,preset,channels,size",
+    [("vae", "tiny", 1, (10, 14)), ("vqvae", "tiny", 3, (9, 8)), ("vae", "small", 1, (16, 12)), ("vqvae", "small", 3, (7, 20))],
+)
+@pytest.mark.parametrize("strip_elements", [1 << 19, 64])  # default strips; 2-row strips everywhere
+def test_streamed_decoder_equals_the_plain_forward(
+    kind: str, preset: str, channels: int, size: tuple[int, int], strip_elements: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(streaming, "STRIP_ELEMENTS", strip_elements)
+    dec = _autoencoder(kind, preset, channels).net.decoder
+    assert supports_streaming(dec)
+    z = torch.randn(2, dec.conv_in.in_channels, *size)
+    z[0, :, : size[0] // 2] *= 0.01  # a flat half, as MRI background: statistics must be the whole map's
+    with torch.no_grad():
+        plain = dec(z)
+        out = decode_streamed(dec, z)
+    assert out.shape == plain.shape == (2, channels, 4 * size[0], 4 * size[1])
+    assert float((out - plain).abs().max()) < 1e-4
+
+
+def test_autoencoder_decode_streamed_flag() -> None:
+    ae = _autoencoder("vqvae", "tiny", 1)
+    z = torch.randn(1, 3, 12, 12)
+    with torch.no_grad():
+        assert float((ae.decode(z, streamed=True) - ae.decode(z)).abs().max()) < 1e-4
+    assert "forward" not in ae.net.decoder.__dict__  # the patched forward is removed again
+    ae.train()  # train mode: the plain forward (dropout, gradients), whatever the flag
+    with streamed(ae.net.decoder) as active:
+        assert not active
+    out = ae.decode(z, streamed=True)
+    assert out.requires_grad
+
+
+def test_unsupported_decoders_and_modes_raise() -> None:
+    conv = nn.Conv2d(3, 3, 3, padding=1)
+    assert not supports_streaming(conv)
+    with pytest.raises(ValueError, match="Decoder"):
+        decode_streamed(conv, torch.zeros(1, 3, 4, 4))
+    with streamed(conv) as active:
+        assert not active
+    dec = _autoencoder("vae", "tiny", 1).net.decoder.train()
+    with pytest.raises(ValueError, match="eval mode"):
+        decode_streamed(dec, torch.zeros(1, 3, 4, 4))
+
+
+def test_latent_upscale_decodes_streamed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ldsr.sr import SRConfig, build_model
+
+    calls: list[tuple[int, ...]] = []
+    real = streaming.decode_streamed
+    monkeypatch.setattr(streaming, "decode_streamed", lambda d, z: calls.append(tuple(z.shape)) or real(d, z))
+    ae = _autoencoder("vae", "tiny", 1)
+    model = build_model(SRConfig(space="latent", unet="tiny", timesteps=10, sampler="ddim", steps=2), 1, 4,
+                        autoencoder=ae).eval()  # fmt: skip
+    lr = torch.rand(1, 1, 24, 24) * 2 - 1
+    out = model.upscale(lr, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (1, 1, 1, 96, 96) and calls == [(1, 3, 24, 24)]
