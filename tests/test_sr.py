@@ -30,7 +30,7 @@ class StandInAE(nn.Module):
         self.proj = nn.Conv2d(channels, latent_channels, 1)
         self.back = nn.Conv2d(latent_channels, channels, 1)
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
+    def encode(self, x: torch.Tensor, *, streamed: bool = False) -> torch.Tensor:
         return self.proj(F.avg_pool2d(x, 4)) * self.scale_factor  # (N, c_z, H/4, W/4)
 
     def decode(self, z: torch.Tensor, *, streamed: bool = False) -> torch.Tensor:

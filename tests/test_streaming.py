@@ -1,4 +1,5 @@
-"""ldsr.streaming: the strip-by-strip decoder forward equals diffusers' forward, and is wired into decode/upscale."""
+"""ldsr.streaming: the strip-by-strip encoder and decoder forwards equal diffusers' forwards, and are wired into
+encode/decode and the latent upscale."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from torch import nn
 
 from ldsr import streaming
 from ldsr.autoencoder import Autoencoder, AutoencoderConfig
-from ldsr.streaming import decode_streamed, streamed, supports_streaming
+from ldsr.streaming import decode_streamed, encode_streamed, streamed, supports_streaming
 
 
 def _autoencoder(kind: str, preset: str, channels: int) -> Autoencoder:
@@ -41,12 +42,35 @@ def test_streamed_decoder_equals_the_plain_forward(
     assert float((out - plain).abs().max()) < 1e-4
 
 
+_CASES = [("vae", "tiny", 1, (10, 14)), ("vqvae", "tiny", 3, (9, 8)), ("vae", "small", 1, (16, 12)), ("vqvae", "small", 3, (7, 20))]
+
+
+@pytest.mark.parametrize("kind,preset,channels,size", _CASES)
+@pytest.mark.parametrize("strip_elements", [1 << 19, 64])
+def test_streamed_encoder_equals_the_plain_forward(
+    kind: str, preset: str, channels: int, size: tuple[int, int], strip_elements: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stride-2 convolutions after diffusers' (0, 1, 0, 1) pad, strip by strip, on odd latent sizes."""
+    monkeypatch.setattr(streaming, "STRIP_ELEMENTS", strip_elements)
+    enc = _autoencoder(kind, preset, channels).net.encoder
+    assert supports_streaming(enc)
+    x = torch.rand(2, channels, 4 * size[0], 4 * size[1]) * 2 - 1
+    x[0, :, : 2 * size[0]] = -1.0  # a flat half
+    with torch.no_grad():
+        plain = enc(x)
+        out = encode_streamed(enc, x)
+    assert out.shape == plain.shape and out.shape[-2:] == size
+    assert float((out - plain).abs().max()) < 1e-4
+
+
 def test_autoencoder_decode_streamed_flag() -> None:
     ae = _autoencoder("vqvae", "tiny", 1)
     z = torch.randn(1, 3, 12, 12)
+    x = torch.rand(1, 1, 48, 48) * 2 - 1
     with torch.no_grad():
         assert float((ae.decode(z, streamed=True) - ae.decode(z)).abs().max()) < 1e-4
-    assert "forward" not in ae.net.decoder.__dict__  # the patched forward is removed again
+        assert float((ae.encode(x, streamed=True) - ae.encode(x)).abs().max()) < 1e-4
+    assert "forward" not in ae.net.decoder.__dict__ and "forward" not in ae.net.encoder.__dict__  # patches removed
     ae.train()  # train mode: the plain forward (dropout, gradients), whatever the flag
     with streamed(ae.net.decoder) as active:
         assert not active
@@ -64,17 +88,21 @@ def test_unsupported_decoders_and_modes_raise() -> None:
     dec = _autoencoder("vae", "tiny", 1).net.decoder.train()
     with pytest.raises(ValueError, match="eval mode"):
         decode_streamed(dec, torch.zeros(1, 3, 4, 4))
+    with pytest.raises(ValueError, match="Encoder"):
+        encode_streamed(dec, torch.zeros(1, 1, 16, 16))
 
 
-def test_latent_upscale_decodes_streamed(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_residual_latent_upscale_encodes_and_decodes_streamed(monkeypatch: pytest.MonkeyPatch) -> None:
     from ldsr.sr import SRConfig, build_model
 
-    calls: list[tuple[int, ...]] = []
-    real = streaming.decode_streamed
-    monkeypatch.setattr(streaming, "decode_streamed", lambda d, z: calls.append(tuple(z.shape)) or real(d, z))
+    calls: list[tuple[str, tuple[int, ...]]] = []
+    dec, enc = streaming.decode_streamed, streaming.encode_streamed
+    monkeypatch.setattr(streaming, "decode_streamed", lambda m, z: calls.append(("decode", tuple(z.shape))) or dec(m, z))
+    monkeypatch.setattr(streaming, "encode_streamed", lambda m, x: calls.append(("encode", tuple(x.shape))) or enc(m, x))
     ae = _autoencoder("vae", "tiny", 1)
-    model = build_model(SRConfig(space="latent", unet="tiny", timesteps=10, sampler="ddim", steps=2), 1, 4,
-                        autoencoder=ae).eval()  # fmt: skip
+    cfg = SRConfig(space="latent", unet="tiny", timesteps=10, sampler="ddim", steps=2, residual=True)
+    model = build_model(cfg, 1, 4, autoencoder=ae).eval()
     lr = torch.rand(1, 1, 24, 24) * 2 - 1
     out = model.upscale(lr, generator=torch.Generator().manual_seed(0))
-    assert out.shape == (1, 1, 1, 96, 96) and calls == [(1, 3, 24, 24)]
+    assert out.shape == (1, 1, 1, 96, 96)
+    assert calls == [("encode", (1, 1, 96, 96)), ("decode", (1, 3, 24, 24))]  # z(bicubic(LR)), then the result

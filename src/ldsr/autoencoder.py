@@ -273,12 +273,13 @@ class Autoencoder(nn.Module):
         if h % self.factor or w % self.factor:
             raise ValueError(f"H and W must be multiples of factor {self.factor}, got {h}x{w}")
 
-    def _encode_raw(self, x: torch.Tensor) -> torch.Tensor:
+    def _encode_raw(self, x: torch.Tensor, streamed: bool = False) -> torch.Tensor:
         """Unscaled latent (N, c_z, H/f, W/f): VAE posterior mean, VQ pre-quantisation z_e."""
         self._check_input(x)
-        if isinstance(self.net, AutoencoderKL):
-            return self.net.encode(x).latent_dist.mean
-        return self.net.encode(x).latents
+        with streaming.streamed(self.net.encoder) if streamed else contextlib.nullcontext():
+            if isinstance(self.net, AutoencoderKL):
+                return self.net.encode(x).latent_dist.mean
+            return self.net.encode(x).latents
 
     @property
     def codebook(self) -> torch.Tensor:
@@ -292,9 +293,10 @@ class Autoencoder(nn.Module):
         with torch.no_grad(), torch.autocast(flat.device.type, enabled=False):  # fp32 distances under autocast
             return torch.cdist(flat.float(), self.codebook.detach().float()).argmin(dim=1)
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) in [-1, 1] -> (N, c_z, H/f, W/f), multiplied by ``scale_factor``."""
-        return self._encode_raw(x) * self.scale_factor
+    def encode(self, x: torch.Tensor, *, streamed: bool = False) -> torch.Tensor:
+        """(N, C, H, W) in [-1, 1] -> (N, c_z, H/f, W/f), multiplied by ``scale_factor``; `streamed` as in
+        `decode`."""
+        return self._encode_raw(x, streamed) * self.scale_factor
 
     def decode(self, z: torch.Tensor, *, streamed: bool = False) -> torch.Tensor:
         """(N, c_z, h, w) scaled latent -> (N, C, h*f, w*f); VQ quantises before decoding.

@@ -42,7 +42,7 @@ class _StandInAutoencoder(nn.Module):
                                  nn.Conv2d(width, width, 3, 1, 1), nn.SiLU(), nn.Upsample(scale_factor=2.0),
                                  nn.Conv2d(width, channels, 3, 1, 1))
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
+    def encode(self, x: torch.Tensor, *, streamed: bool = False) -> torch.Tensor:
         return self.enc(x) * self.scale_factor
 
     def decode(self, z: torch.Tensor, *, streamed: bool = False) -> torch.Tensor:

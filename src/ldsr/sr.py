@@ -74,7 +74,7 @@ class AutoencoderLike(Protocol):
     latent_channels: int
     in_channels: int
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor: ...
+    def encode(self, x: torch.Tensor, *, streamed: bool = False) -> torch.Tensor: ...
     def decode(self, z: torch.Tensor, *, streamed: bool = False) -> torch.Tensor: ...
 
 
@@ -267,7 +267,7 @@ class LatentSR(_DiffusionSR):
     def _base(self, lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         hr_size = (size[0] * self.factor, size[1] * self.factor)
         with torch.no_grad():
-            return self.autoencoder.encode(resize(lr, hr_size).clamp(-1.0, 1.0))  # (N, c_z, H/f, W/f)
+            return self.autoencoder.encode(resize(lr, hr_size).clamp(-1.0, 1.0), streamed=True)  # (N, c_z, H/f, W/f)
 
     def _residual_condition(self, cond: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
         return torch.cat([cond, base], dim=1)  # (N, C + c_z, H/f, W/f): LR and the latent of bicubic(LR)
