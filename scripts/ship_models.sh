@@ -37,28 +37,34 @@ card_common=(--card "licence=weights MIT (as ldsr); the training data keep their
              --card "Trained on=2-core CPU (this repository's dev machine), one torch thread")
 
 export_models() {
-  # Sampler defaults (DPM-Solver++ 10 steps, the mean of 8 draws) and the results measured by `eval` on
-  # 2026-11-26 (docs/BENCHMARKS.md, "Shipped models"); rerun `eval` after retraining and update these lines.
-  $PY scripts/export_model.py runs/cpu/mri_x4_compact mri-x4 --default sampler=dpmpp --default steps=10 --default samples=8 \
+  # Sampler defaults: one DPM-Solver++ step, one draw: the network's x0 estimate at the start of the chain,
+  # E[x0 | LR] (Tweedie), the posterior mean in one evaluation (chosen on the Colin27 validation slices z >= 120,
+  # docs/BENCHMARKS.md). Results measured by `eval` on 2026-11-26 (section "Shipped models"); rerun `eval` after
+  # retraining and update these lines.
+  $PY scripts/export_model.py runs/cpu/mri_x4_compact mri-x4 --default sampler=dpmpp --default steps=1 --default samples=1 \
     "${card_common[@]}" --card "Training data licence=figshare brain-tumour dataset (Cheng et al., CC BY 4.0); Colin27 via Debian mricron-data (BSD-3, MNI permissive notice)" \
     --card "Autoencoder training=VQ-VAE f=4 (configs/cpu/vqvae_f4.yaml), figshare train split, 6000 steps" \
     --card "Held-out split=50 figshare slices (docs/DATA_SPLITS.md), 128x128 HR, bsrgan LR, seed 0" \
-    --card "Results (PSNR / SSIM, default sampling)=27.00 dB / 0.7442; bicubic 26.12 / 0.6581; SRCNN 26.79 / 0.7404; one draw 25.17 / 0.6586" \
+    --card "Results (PSNR / SSIM, default sampling: posterior mean, 1 evaluation)=26.85 dB / 0.7517; bicubic 26.12 / 0.6581; SRCNN 26.79 / 0.7404" \
+    --card "Other sampling=mean of 8 draws x 10 steps 27.00 / 0.7442 (80 evaluations); one 10-step draw 25.17 / 0.6586 (sharp texture, lower fidelity)" \
     --card "Results table=docs/BENCHMARKS.md, section Shipped models"
   for s in 4 8; do
     if [ $s = 4 ]; then
       run=runs/cpu/histology_x4_compact
-      res="20.40 dB / 0.3858 (Y); bicubic 19.96 / 0.3531; SRCNN 20.40 / 0.3972 (SRCNN is not beaten yet: -0.003 dB, -0.011 SSIM)"
+      res="20.46 dB / 0.4000 (Y); bicubic 19.96 / 0.3531; SRCNN 20.40 / 0.3972"
+      other="mean of 8 draws x 10 steps 20.40 / 0.3858 (80 evaluations)"
     else
       run=runs/cpu/ldm_sr_x8_histo
-      res="18.66 dB / 0.2943 (Y); bicubic 18.61 / 0.3049; SRCNN 18.77 / 0.3186 (bicubic SSIM and SRCNN are not beaten yet)"
+      res="18.86 dB / 0.3095 (Y); bicubic 18.61 / 0.3049; SRCNN 18.77 / 0.3186 (SRCNN's SSIM is not beaten yet)"
+      other="mean of 8 draws x 10 steps 18.66 / 0.2943 (80 evaluations)"
     fi
-    $PY scripts/export_model.py $run histology-x$s --default sampler=dpmpp --default steps=10 \
-      --default samples=8 "${card_common[@]}" \
+    $PY scripts/export_model.py $run histology-x$s --default sampler=dpmpp --default steps=1 \
+      --default samples=1 "${card_common[@]}" \
       --card "Training data licence=CMU-1-Small-Region (CC0 1.0), Kather 2016 (CC BY 4.0)" \
       --card "Autoencoder training=VAE f=4 (configs/cpu/vae_f4_histo.yaml), CMU-1 + Kather 2016 train splits, 4000 steps" \
       --card "Held-out split=22 CMU-1 tiles (y >= 2400) + 10 Kather tiles (index >= 80, resized to 150), bsrgan LR, seed 0" \
-      --card "Results (PSNR / SSIM, default sampling)=$res" \
+      --card "Results (PSNR / SSIM, default sampling: posterior mean, 1 evaluation)=$res" \
+      --card "Other sampling=$other" \
       --card "Results table=docs/BENCHMARKS.md, section Shipped models"
   done
 }
@@ -67,11 +73,26 @@ evaluate() {
   local mri=runs/cpu/eval_mri histo=runs/cpu/eval_histo
   # MRI: the 50 held-out slices of cpu_mri_suite.sh eval (run it first for $mri/gt_full), bsrgan LR.
   $L degrade $mri/gt_full $mri/pairs_bsrgan --scale 4 --preset bsrgan --seed 0 --hr-size 128
-  # Every diffusion model with the shipped defaults: DPM-Solver++ 10 steps, the mean of 8 draws; then 1 draw.
-  $L evaluate --gt $mri/pairs_bsrgan/hr --lr $mri/pairs_bsrgan/lr --scale 4 --out $mri/report_bsrgan \
-    --model bicubic --model runs/cpu/srcnn_x4_bsrgan --model runs/cpu/fsrcnn_x4_bsrgan \
-    --model runs/cpu/esrgan_x4_bsrgan --model runs/cpu/sr3_x4_res --model runs/cpu/ldm_sr_x4_vae_res \
-    --model runs/cpu/mri_x4 --model mri-x4 --sampler dpmpp --steps 10 --draws 8
+  # Validation (picks the sampler defaults; not the test split): Colin27 slices z >= 120, bsrgan LR.
+  rm -rf $mri/val_colin && mkdir -p $mri/val_colin/gt
+  for z in 120 123 126 129 132 135 138 141 144; do
+    cp ../shared/data/mri/colin27/mricron_data_colin27_ch2_axial_z$z.png $mri/val_colin/gt/
+  done
+  $L degrade $mri/val_colin/gt $mri/val_colin/pairs --scale 4 --preset bsrgan --seed 0 --hr-size 128
+  for m in "1 1" "10 8"; do
+    set -- $m
+    $L evaluate --gt $mri/val_colin/pairs/hr --lr $mri/val_colin/pairs/lr --scale 4 --out $mri/val_colin/report_${1}x$2 \
+      --model bicubic --model runs/cpu/srcnn_x4_bsrgan --model mri-x4 --sampler dpmpp --steps $1 --draws $2
+  done
+  # Test split, every diffusion model: the posterior mean in one step (the shipped default), the mean of 8
+  # draws x 10 steps, and one 10-step draw.
+  for m in "1 1 _mean" "10 8 "; do
+    set -- $m
+    $L evaluate --gt $mri/pairs_bsrgan/hr --lr $mri/pairs_bsrgan/lr --scale 4 --out $mri/report_bsrgan${3:-} \
+      --model bicubic --model runs/cpu/srcnn_x4_bsrgan --model runs/cpu/fsrcnn_x4_bsrgan \
+      --model runs/cpu/esrgan_x4_bsrgan --model runs/cpu/sr3_x4_res --model runs/cpu/ldm_sr_x4_vae_res \
+      --model runs/cpu/mri_x4 --model mri-x4 --sampler dpmpp --steps $1 --draws $2
+  done
   $L evaluate --gt $mri/pairs_bsrgan/hr --lr $mri/pairs_bsrgan/lr --scale 4 --out $mri/report_bsrgan_1draw \
     --model runs/cpu/sr3_x4_res --model runs/cpu/ldm_sr_x4_vae_res --model runs/cpu/mri_x4 --model mri-x4 \
     --sampler dpmpp --steps 10 --draws 1 --heatmaps 0
@@ -93,9 +114,12 @@ PY
   for s in 4 8; do
     extra=()
     [ $s = 4 ] && extra=(--model runs/cpu/fsrcnn_x4_histo --model runs/cpu/esrgan_x4_histo --model runs/cpu/ldm_sr_x4_histo)
-    $L evaluate --gt $histo/gt_mix --preset bsrgan --seed 0 --scale $s --out $histo/report_bsrgan_x$s \
-      --model bicubic --model runs/cpu/srcnn_x${s}_histo "${extra[@]}" --model histology-x$s \
-      --sampler dpmpp --steps 10 --draws 8
+    for m in "1 1 _mean" "10 8 "; do
+      set -- $m
+      $L evaluate --gt $histo/gt_mix --preset bsrgan --seed 0 --scale $s --out $histo/report_bsrgan_x$s${3:-} \
+        --model bicubic --model runs/cpu/srcnn_x${s}_histo "${extra[@]}" --model histology-x$s \
+        --sampler dpmpp --steps $1 --draws $2
+    done
   done
   SCALE=4 bash scripts/steps_sweep.sh mri-x4 $mri/pairs_bsrgan runs/cpu/steps_sweep/mri-x4
 }

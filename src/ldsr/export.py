@@ -127,6 +127,11 @@ def _card(name: str, info: Mapping[str, Any], *, source: Path, n_params: int, ki
         lines += ["", "## Sampler defaults", "",
                   f"- Sampler: {sr.get('sampler')}, steps: {sr.get('steps')}, eta: {sr.get('eta')}, "
                   f"draws averaged per image: {sr.get('samples', 1)}"]
+        if sr.get("steps") == 1 and sr.get("sampler") in ("ddim", "dpmpp"):
+            lines.append("- One step from x_T lands on the network's x0 estimate at the start of the chain, "
+                         "E[x0 | LR] (Tweedie): the posterior mean, the most faithful output, in one evaluation. "
+                         "For a sharp sample (texture, less fidelity) use `--steps 10`; for an uncertainty map "
+                         "`--steps 10 --samples 8 --std-map`.")
     if extra:
         lines += ["", "## Results and notes", ""]
         lines += [f"- {k}: {v}" for k, v in extra.items()]
