@@ -106,3 +106,17 @@ def test_residual_latent_upscale_encodes_and_decodes_streamed(monkeypatch: pytes
     out = model.upscale(lr, generator=torch.Generator().manual_seed(0))
     assert out.shape == (1, 1, 1, 96, 96)
     assert calls == [("encode", (1, 1, 96, 96)), ("decode", (1, 3, 24, 24))]  # z(bicubic(LR)), then the result
+
+
+def test_streamed_under_bf16_autocast_is_as_accurate_as_the_plain_forward() -> None:
+    """Mixed precision (the GPU path; bf16 autocast on CPU here): normalisation in fp32, convolutions in bf16."""
+    ae = _autoencoder("vae", "small", 3)
+    z, x = torch.randn(1, 3, 16, 16), torch.rand(1, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        ref_d, ref_e = ae.net.decoder(z), ae.net.encoder(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            pairs = [(ae.net.decoder(z), decode_streamed(ae.net.decoder, z), ref_d),
+                     (ae.net.encoder(x), encode_streamed(ae.net.encoder, x), ref_e)]  # fmt: skip
+    for plain, out, ref in pairs:
+        err_plain, err = float((plain.float() - ref).abs().max()), float((out.float() - ref).abs().max())
+        assert err < max(2 * err_plain, 1e-2), (err, err_plain)

@@ -351,6 +351,14 @@ def test_real_autoencoder_then_latent_sr(tmp_path: Path) -> None:
     assert up.scale == 4
     rows = read_log(tmp_path / "sr")
     assert rows[-1]["step"] == "2" and float(rows[-1]["val_psnr"]) > 0
+    # fine-tuning: sr.init_from starts the UNet from that checkpoint's EMA weights (the autoencoder stays its own)
+    from ldsr.train import build_from_config
+
+    ft = build_from_config(load_config(TINY / "ldm_sr.yaml", [f"train.run_dir={tmp_path / 'ft'}",
+                                                               f"sr.autoencoder={ae_run}", f"sr.init_from={sr}"]))
+    ema, _ = ck.load_weights(sr, ema=True)
+    own = ft.state_dict()
+    assert all(torch.equal(own[k], v) for k, v in ema.items() if k.startswith("unet."))
 
 
 def _start_long_training(run: Path, *overrides: str, new_session: bool = False):  # noqa: ANN202

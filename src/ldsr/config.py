@@ -391,7 +391,8 @@ def _resolve_input_paths(d: dict[str, Any], base: Path) -> None:
                 data[key] = [_resolve_path(p, base) if isinstance(p, str) else p for p in data[key]]
         if isinstance(data.get("paired"), str):
             data["paired"] = _resolve_path(data["paired"], base)
-    for section, key in (("sr", "autoencoder"), ("baseline", "init_from"), ("baseline", "vgg_weights")):
+    inputs = (("sr", "autoencoder"), ("sr", "init_from"), ("baseline", "init_from"), ("baseline", "vgg_weights"))
+    for section, key in inputs:
         sec = d.get(section)
         if isinstance(sec, dict) and isinstance(sec.get(key), str):
             sec[key] = _resolve_path(sec[key], base)
@@ -400,7 +401,7 @@ def _resolve_input_paths(d: dict[str, Any], base: Path) -> None:
 def load_config(path: str | os.PathLike[str], overrides: Sequence[str] = (), *, resolve: bool = True) -> RunConfig:
     """Read a YAML run config (following `inherit:`), apply `key=value` overrides, check every key and type.
 
-    Relative input paths (data.train / data.val / data.paired / sr.autoencoder / baseline.init_from /
+    Relative input paths (data.train / data.val / data.paired / sr.autoencoder / sr.init_from / baseline.init_from /
     baseline.vgg_weights) are made absolute: relative
     to the config file's folder when they exist there, else to the current directory.
     """

@@ -50,6 +50,7 @@ class SRConfig:
     samples: int = 1
     residual: bool = False  # diffuse target - base, base = bicubic(LR) (pixel) or z(bicubic(LR)) (latent)
     residual_scale: float = 1.0  # multiplies the residual so its std is ~1 (measure it: scripts/residual_std.py)
+    init_from: str | None = None  # training starts the UNet from this SR checkpoint's EMA weights (fine-tuning)
 
     def validate(self) -> None:
         """Raise ValueError naming the first invalid field."""

@@ -259,7 +259,10 @@ def build_from_config(cfg: "RunConfig") -> nn.Module:
             if not cfg.sr.autoencoder:
                 raise ValueError("sr.autoencoder: latent SR needs the checkpoint of a trained autoencoder")
             ae = load_autoencoder(cfg.sr.autoencoder, cfg.channels)
-        return build_sr(cfg.sr, cfg.channels, cfg.scale, autoencoder=ae)
+        model = build_sr(cfg.sr, cfg.channels, cfg.scale, autoencoder=ae)
+        if cfg.sr.init_from:  # the UNet only: the autoencoder is sr.autoencoder's
+            load_init_weights(model, cfg.sr.init_from, prefix="unet.")
+        return model
     raise ValueError(f"unknown task {cfg.task!r}")
 
 
