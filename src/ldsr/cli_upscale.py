@@ -75,8 +75,9 @@ def upscale_command(
     ),
     scale: Optional[int] = typer.Option(None, "--scale", show_default="the model's", help="SR factor."),
     sampler: Optional[Sampler] = typer.Option(None, "--sampler", show_default="the model's (dpmpp)"),
-    steps: Optional[int] = typer.Option(None, "--steps", min=1, show_default="the model's (50)",
-                                        help="Sampler steps (ignored by ddpm, which walks all T)."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, show_default="the model's (shipped: 1)",
+                                        help="Sampler steps (ignored by ddpm, which walks all T). 1 gives the "
+                                             "posterior mean E[HR | LR] in one evaluation; 10+ gives a sharp draw."),
     eta: Optional[float] = typer.Option(None, "--eta", show_default="the model's (0)", help="DDIM eta."),
     seed: int = typer.Option(0, "--seed", help="Seed of the sampler noise: the same seed gives the same image."),
     samples: Optional[int] = typer.Option(None, "--samples", min=1,
@@ -88,7 +89,8 @@ def upscale_command(
     decode_tile: int = typer.Option(0, "--decode-tile", min=0, show_default="0: whole latent",
                                     help="Latent models: decode in tiles of this many latent positions (plus a halo of "
                                          "context, image-wide GroupNorm statistics): the memory of one tile, for "
-                                         "images too large to decode whole; slower (docs/BENCHMARKS.md)."),
+                                         "images too large even for the default streamed decode; slower "
+                                         "(docs/BENCHMARKS.md)."),
     device: Device = typer.Option(Device.cpu, "--device", help="Where the network runs."),
 ) -> None:
     """Super-resolve LR images; 1-channel and 16-bit stay so; DICOM in gives DICOM out."""
