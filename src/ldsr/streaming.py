@@ -64,7 +64,7 @@ class _Map:
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
 
     def free_below(self, row: int) -> None:
-        """Drop every strip that lies entirely above `row` (no later strip of the pass reads it)."""
+        """Drop every strip whose rows all come before `row` (no later output strip of the pass reads them)."""
         for i, (_, hi) in enumerate(self.bounds):
             if hi <= row:
                 self.strips[i] = None
