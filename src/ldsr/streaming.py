@@ -122,8 +122,12 @@ def _supports_decoder(decoder: nn.Module) -> bool:
 
 def supports_streaming(module: nn.Module) -> bool:
     """True for a diffusers ``Decoder`` or ``Encoder`` whose layers streaming knows (GroupNorm, SiLU, resnets,
-    nearest x2 / stride-2 convolutions)."""
-    return _supports_decoder(module) or _supports_encoder(module)
+    nearest x2 / stride-2 convolutions); False for anything else, including a diffusers release whose module
+    layout differs (the plain forward is then used)."""
+    try:
+        return _supports_decoder(module) or _supports_encoder(module)
+    except (ImportError, AttributeError):
+        return False
 
 
 Affine = tuple[torch.Tensor, torch.Tensor]  # per-channel (scale, shift), each (N, C, 1, 1) float32
@@ -325,7 +329,7 @@ def streamed(module: nn.Module) -> Iterator[bool]:
     if module.training or not supports_streaming(module):
         yield False
         return
-    if _supports_decoder(module):
+    if hasattr(module, "up_blocks"):  # a Decoder (supports_streaming accepted it)
         module.forward = lambda z, latent_embeds=None: decode_streamed(module, z)  # type: ignore[method-assign]
     else:
         module.forward = lambda x: encode_streamed(module, x)  # type: ignore[method-assign]
