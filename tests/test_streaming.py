@@ -22,11 +22,12 @@ def _autoencoder(kind: str, preset: str, channels: int) -> Autoencoder:
     return ae
 
 
-@pytest.mark.parametrize(
-    "kind,preset,channels,size",
-    [("vae", "tiny", 1, (10, 14)), ("vqvae", "tiny", 3, (9, 8)), ("vae", "small", 1, (16, 12)), ("vqvae", "small", 3, (7, 20))],
-)
-@pytest.mark.parametrize("strip_elements", [1 << 19, 64])  # default strips; 2-row strips everywhere
+_CASES = [("vae", "tiny", 1, (10, 14)), ("vqvae", "tiny", 3, (9, 8)), ("vae", "small", 1, (16, 12)), ("vqvae", "small", 3, (7, 20))]
+_STRIPS = [1 << 19, 64]  # default strips; 2-row strips everywhere
+
+
+@pytest.mark.parametrize("kind,preset,channels,size", _CASES)
+@pytest.mark.parametrize("strip_elements", _STRIPS)
 def test_streamed_decoder_equals_the_plain_forward(
     kind: str, preset: str, channels: int, size: tuple[int, int], strip_elements: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -42,11 +43,8 @@ def test_streamed_decoder_equals_the_plain_forward(
     assert float((out - plain).abs().max()) < 1e-4
 
 
-_CASES = [("vae", "tiny", 1, (10, 14)), ("vqvae", "tiny", 3, (9, 8)), ("vae", "small", 1, (16, 12)), ("vqvae", "small", 3, (7, 20))]
-
-
 @pytest.mark.parametrize("kind,preset,channels,size", _CASES)
-@pytest.mark.parametrize("strip_elements", [1 << 19, 64])
+@pytest.mark.parametrize("strip_elements", _STRIPS)
 def test_streamed_encoder_equals_the_plain_forward(
     kind: str, preset: str, channels: int, size: tuple[int, int], strip_elements: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
