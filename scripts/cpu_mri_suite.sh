@@ -66,6 +66,9 @@ histology() {
   $L train autoencoder -c configs/cpu/vae_f4_rgb.yaml
   $L train sr -c configs/cpu/ldm_sr_x4_vae_v_rgb.yaml
   $L train sr -c configs/cpu/ldm_sr_x4_vae_res_rgb.yaml
+  $L train autoencoder -c configs/cpu/vqvae_f4_rgb.yaml
+  $L train sr -c configs/cpu/ldm_sr_x4_vq_res_rgb.yaml
+  $L train sr -c configs/cpu/sr3_x4_res_rgb.yaml
   rm -rf "$out/gt" && mkdir -p "$out/gt"
   .venv/bin/python - "$out/gt" <<'PY'
 import shutil, sys
@@ -76,11 +79,14 @@ PY
   $L evaluate --gt "$out/gt" --preset bicubic --seed 0 --scale 4 --out "$out/report" \
     --model bicubic --model runs/cpu/srcnn_x4_rgb --model runs/cpu/fsrcnn_x4_rgb \
     --model runs/cpu/esrgan_x4_rgb --model runs/cpu/ldm_sr_x4_vae_v_rgb --sampler dpmpp --steps 20
-  # The residual VAE-DDPM: its default (posterior mean, 1 step), then the mean of 8 ten-step draws.
+  # The comparison (residual diffusion: SR3, VAE-DDPM, VQVAE-DDPM) in one run per sampling: the default (posterior
+  # mean, 1 step), then the mean of 8 ten-step draws.
   for m in "1 1" "10 8"; do
     set -- $m
-    $L evaluate --gt "$out/gt" --preset bicubic --seed 0 --scale 4 --out "$out/report_res_${1}x$2" \
-      --model bicubic --model runs/cpu/srcnn_x4_rgb --model runs/cpu/ldm_sr_x4_vae_res_rgb --sampler dpmpp --steps $1 --draws $2
+    $L evaluate --gt "$out/gt" --preset bicubic --seed 0 --scale 4 --out "$out/report_all_${1}x$2" \
+      --model bicubic --model runs/cpu/srcnn_x4_rgb --model runs/cpu/fsrcnn_x4_rgb --model runs/cpu/esrgan_x4_rgb \
+      --model runs/cpu/sr3_x4_res_rgb --model runs/cpu/ldm_sr_x4_vae_res_rgb --model runs/cpu/ldm_sr_x4_vq_res_rgb \
+      --sampler dpmpp --steps $1 --draws $2
   done
 }
 

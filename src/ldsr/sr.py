@@ -5,8 +5,9 @@ condition is the LR image resized to the latent grid and concatenated with the n
 `PixelSR`: SR3 (Saharia et al. 2021); the denoiser works on HR pixels; the condition is the bicubic-upsampled LR.
 With `residual=True` either model diffuses the residual between the HR target and the bicubic-upsampled LR
 (SRDiff, Li et al. 2022) instead of the target itself: the chain only has to produce the high frequencies that
-bicubic lacks, and a zero residual already gives the bicubic image. In latent space the residual is
-z(HR) - z(bicubic(LR)), and z(bicubic(LR)) joins the condition.
+bicubic lacks, and a zero residual gives the bicubic image (in pixel space exactly; in latent space the
+autoencoder's reconstruction of it). In latent space the residual is z(HR) - z(bicubic(LR)), and z(bicubic(LR))
+joins the condition.
 Both follow the Model protocol of docs/ARCHITECTURE.md (`training_loss`, `predict`, `config_dict`).
 """
 
