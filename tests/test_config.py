@@ -156,6 +156,11 @@ def test_every_shipped_config_loads() -> None:
     rgb = load_config(CONFIGS / "ldm_sr_x4_rgb.yaml")
     assert rgb.channels == 3 and rgb.sr.space == "latent" and rgb.sr.autoencoder.endswith("vqvae_f4_rgb")
     assert load_config(CONFIGS / "sr3_x4.yaml").sr.space == "pixel"
+    for arch in ("srcnn", "fsrcnn", "esrgan"):  # every baseline in 1 and 3 channels
+        grey, colour = load_config(CONFIGS / f"{arch}_x4.yaml"), load_config(CONFIGS / f"{arch}_x4_rgb.yaml")
+        assert grey.baseline.arch == colour.baseline.arch == arch
+        assert (grey.channels, colour.channels) == (1, 3)
+        assert colour.data.train[0].endswith("tiles150") and colour.train.run_dir.endswith(f"{arch}_x4_rgb")
 
 
 # ------------------------------------------------------------------------------------------------ splits
