@@ -38,6 +38,9 @@ train() {
   $L train baseline -c configs/cpu/srcnn_x8_histo.yaml
   $L train baseline -c configs/cpu/fsrcnn_x4_histo.yaml
   $L train baseline -c configs/cpu/esrgan_x4_histo.yaml
+  $L train baseline -c configs/cpu/fsrcnn_x8_histo.yaml
+  $L train baseline -c configs/cpu/esrgan_x8_histo.yaml
+  $L train sr -c configs/cpu/sr3_x4_res_histo.yaml
 }
 
 card_common=(--card "licence=weights MIT (as ldsr); the training data keep their own licences, below"
@@ -141,9 +144,10 @@ PY
     --model runs/cpu/histology_x8_compact_from_x4 --model histology-x8 --sampler dpmpp --steps 1 --draws 1
   for s in 4 8; do
     extra=()
-    [ $s = 4 ] && extra=(--model runs/cpu/fsrcnn_x4_histo --model runs/cpu/esrgan_x4_histo --model runs/cpu/ldm_sr_x4_histo
-                         --model runs/cpu/ldm_sr_x4_vq_histo)
-    [ $s = 8 ] && extra=(--model runs/cpu/histology_x8_ft128 --model runs/cpu/histology_x8_compact_from_x4)
+    [ $s = 4 ] && extra=(--model runs/cpu/fsrcnn_x4_histo --model runs/cpu/esrgan_x4_histo --model runs/cpu/sr3_x4_res_histo
+                         --model runs/cpu/ldm_sr_x4_histo --model runs/cpu/ldm_sr_x4_vq_histo --model runs/cpu/histology_x4_compact)
+    [ $s = 8 ] && extra=(--model runs/cpu/fsrcnn_x8_histo --model runs/cpu/esrgan_x8_histo --model runs/cpu/histology_x8_ft128
+                         --model runs/cpu/histology_x8_compact_from_x4)
     for m in "1 1 _mean" "10 8 "; do
       set -- $m
       $L evaluate --gt $histo/gt_mix --preset bsrgan --seed 0 --scale $s --out $histo/report_bsrgan_x$s${3:-} \

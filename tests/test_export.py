@@ -78,6 +78,21 @@ def test_latent_export_loads_by_name(runs: dict[str, Path], tmp_path: Path, monk
         export_model(runs["baseline"], "bad", out_root=models, sampler_defaults={"steps": 3})
 
 
+def test_reexport_keeps_the_weights_file_unless_the_weights_change(runs: dict[str, Path], tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    weights = export_model(runs["baseline"], "m", out_root=models) / "ema.safetensors"
+    first = weights.read_bytes()
+    export_model(runs["baseline"], "m", out_root=models, card={"note": "new card text"})
+    assert weights.read_bytes() == first  # same tensors and metadata: not rewritten (safetensors' order varies)
+    assert "new card text" in (models / "m" / "MODEL_CARD.md").read_text()
+    export_model(runs["baseline"], "m", out_root=models, half=False)
+    with safe_open(str(weights), framework="pt") as f:  # other weights: rewritten
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float32}
+    weights.write_bytes(first[:100])  # truncated: rewritten
+    export_model(runs["baseline"], "m", out_root=models)
+    assert weights.stat().st_size == len(first)
+
+
 def test_no_half_keeps_float32(runs: dict[str, Path], tmp_path: Path) -> None:
     folder = export_model(runs["baseline"], "srcnn32", out_root=tmp_path, half=False)
     with safe_open(str(folder / "ema.safetensors"), framework="pt") as f:

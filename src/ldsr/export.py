@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ldsr.checkpoint import CONFIG_FILE, EMA_FILE, MODEL_FILE, load_weights, read_info, resolve_checkpoint
@@ -140,6 +140,25 @@ def _card(name: str, info: Mapping[str, Any], *, source: Path, n_params: int, ki
     return "\n".join(lines)
 
 
+def _holds(path: Path, state: Mapping[str, torch.Tensor], meta: Mapping[str, str]) -> bool:
+    """True if the safetensors file at `path` already has exactly these tensors and metadata.
+
+    safetensors writes its metadata in no fixed order, so writing the same weights twice gives different bytes;
+    checking first keeps a re-export (new card text, same weights) from changing a committed binary."""
+    if not path.is_file():
+        return False
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            if dict(f.metadata() or {}) != dict(meta) or set(f.keys()) != set(state):
+                return False
+            return all(
+                (t := f.get_tensor(k)).dtype == v.dtype and t.shape == v.shape and torch.equal(t, v)
+                for k, v in state.items()
+            )
+    except (SafetensorError, OSError):  # unreadable or truncated: rewrite it
+        return False
+
+
 def export_model(
     checkpoint: str | Path,
     name: str,
@@ -185,8 +204,9 @@ def export_model(
 
     folder = Path(out_root) / name
     folder.mkdir(parents=True, exist_ok=True)
-    with atomic_path(folder / EMA_FILE) as tmp:
-        save_file(state, str(tmp), metadata=meta)
+    if not _holds(folder / EMA_FILE, state, meta):  # a re-export of the same weights keeps the file's bytes
+        with atomic_path(folder / EMA_FILE) as tmp:
+            save_file(state, str(tmp), metadata=meta)
     size = (folder / EMA_FILE).stat().st_size
     if size > max_mb * 2**20:  # metadata pushed it over: do not leave it behind
         (folder / EMA_FILE).unlink()
