@@ -41,6 +41,7 @@ train() {
   $L train baseline -c configs/cpu/fsrcnn_x8_histo.yaml
   $L train baseline -c configs/cpu/esrgan_x8_histo.yaml
   $L train sr -c configs/cpu/sr3_x4_res_histo.yaml
+  $L train sr -c configs/cpu/sr3_x4_res_histo_long.yaml  # the same SR3 with 2000 more steps (a side row)
 }
 
 card_common=(--card "licence=weights MIT (as ldsr); the training data keep their own licences, below"
