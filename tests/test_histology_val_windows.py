@@ -7,6 +7,7 @@ import runpy
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 from PIL import Image
@@ -16,13 +17,8 @@ SCRIPT = ROOT / "scripts" / "histology_val_windows.py"
 TILE = ROOT / "fixtures" / "histology" / "cmu1sr_y2700_x0900.png"
 
 
-class _Script:
-    def __init__(self) -> None:
-        self.__dict__.update(runpy.run_path(str(SCRIPT)))  # its functions; main() runs only as __main__
-
-
-def _module() -> _Script:
-    return _Script()
+def _module() -> SimpleNamespace:
+    return SimpleNamespace(**runpy.run_path(str(SCRIPT)))  # its functions; main() runs only as __main__
 
 
 def test_windows_avoid_taken_pixels_and_each_other() -> None:
