@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import csv
 import json
+import runpy
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +126,10 @@ def test_evaluate_grey_end_to_end(tmp_path: Path, srcnn_run: Path) -> None:
     assert by_name["bicubic"]["params"] == 0 and by_name["bicubic"]["nfe"] == 0
     assert by_name["srcnn_tiny"]["params"] == 8129 and by_name["srcnn_tiny"]["nfe"] == 1  # SRCNN 9-1-5, C=1
     assert by_name["bicubic"]["steps"] is None
+    compare = runpy.run_path(str(Path(__file__).resolve().parents[1] / "scripts" / "paired_compare.py"))
+    res = compare["read_results"](out / "results.csv")  # the paired comparison reads this file as written
+    mean, _, _, n = compare["paired"](res["srcnn_tiny"], res["bicubic"], "psnr_y")
+    assert n == 3 and mean == pytest.approx(by_name["srcnn_tiny"]["psnr_y"] - by_name["bicubic"]["psnr_y"], abs=1e-9)
 
     prov = doc["provenance"]
     md = (out / "summary.md").read_text(encoding="utf-8")
