@@ -70,6 +70,10 @@ def test_latent_export_loads_by_name(runs: dict[str, Path], tmp_path: Path, monk
     assert (up.default_sampler, up.default_steps, up.default_samples) == ("ddim", 3, 2)
     assert "Sampler: ddim, steps: 3" in (folder / "MODEL_CARD.md").read_text()
     assert up.upscale(_lr(8, 8)).samples.shape == (2, 32, 32, 1)
+    one = export_model(runs["latent"], "ldm-one", out_root=models, sampler_defaults={"sampler": "dpmpp", "steps": 1,
+                                                                                     "samples": 8})
+    card = (one / "MODEL_CARD.md").read_text()  # the card says what the one-step default returns
+    assert "draws averaged per image: 8" in card and "averaged over 8 draws of x_T" in card and "8 evaluations" in card
     with pytest.raises(ValueError, match="unknown sampler default"):
         export_model(runs["latent"], "bad", out_root=models, sampler_defaults={"timesteps": 10})
     with pytest.raises(ValueError, match="sr.samples must be >= 1"):

@@ -128,10 +128,14 @@ def _card(name: str, info: Mapping[str, Any], *, source: Path, n_params: int, ki
                   f"- Sampler: {sr.get('sampler')}, steps: {sr.get('steps')}, eta: {sr.get('eta')}, "
                   f"draws averaged per image: {sr.get('samples', 1)}"]
         if sr.get("steps") == 1 and sr.get("sampler") in ("ddim", "dpmpp"):
+            n = int(sr.get("samples", 1))
+            how = ("in one evaluation" if n == 1 else
+                   f"averaged over {n} draws of x_T (x_T keeps a few per cent of signal, so each estimate depends "
+                   f"on it slightly), {n} evaluations")
             lines.append("- One step from x_T lands on the network's x0 estimate at the start of the chain, "
-                         "E[x0 | LR] (Tweedie): the posterior mean, the most faithful output, in one evaluation. "
-                         "For a sharp sample (texture, less fidelity) use `--steps 10`; for an uncertainty map "
-                         "`--steps 10 --samples 8 --std-map`.")
+                         f"E[x0 | LR] (Tweedie): the posterior mean, the most faithful output, {how}. "
+                         "For a sharp sample (texture, less fidelity) use `--steps 10 --samples 1`; for an "
+                         "uncertainty map `--steps 10 --samples 8 --std-map`.")
     if extra:
         lines += ["", "## Results and notes", ""]
         lines += [f"- {k}: {v}" for k, v in extra.items()]
