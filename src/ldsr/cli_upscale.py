@@ -77,11 +77,13 @@ def upscale_command(
     sampler: Optional[Sampler] = typer.Option(None, "--sampler", show_default="the model's (dpmpp)"),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, show_default="the model's (shipped: 1)",
                                         help="Sampler steps (ignored by ddpm, which walks all T). 1 gives the "
-                                             "posterior mean E[HR | LR] in one evaluation; 10+ gives a sharp draw."),
+                                             "posterior mean E[HR | LR] (one evaluation per sample); 10+ gives a "
+                                             "sharp draw."),
     eta: Optional[float] = typer.Option(None, "--eta", show_default="the model's (0)", help="DDIM eta."),
     seed: int = typer.Option(0, "--seed", help="Seed of the sampler noise: the same seed gives the same image."),
     samples: Optional[int] = typer.Option(None, "--samples", min=1,
-                                          help="Samples drawn per input (default: the model's sr.samples, usually 1)."),
+                                          show_default="the model's sr.samples (shipped: 8)",
+                                          help="Samples drawn per input, combined by --reduce."),
     reduce: ReduceChoice = typer.Option(ReduceChoice.mean, "--reduce", help="How samples are combined."),
     std_map: bool = typer.Option(False, "--std-map/--no-std-map",
                                  help="Also write the per-pixel std over samples (<name>_std.png)."),
