@@ -41,6 +41,8 @@ def test_card_config_and_upscale(name: str) -> None:
     assert cfg["sr"]["space"] == "latent"
     up = load(name)
     assert up.kind == "latent" and up.channels == channels and up.scale == scale
+    # The card states the defaults the loaded model uses (the weights' metadata and config.json agree).
+    assert f"steps: {up.default_steps}," in card and f"draws averaged per image: {up.default_samples}" in card
     lr = np.random.default_rng(0).random((12, 20, channels)).astype(np.float32)  # any size: padded, cropped
     out = up.upscale(lr, steps=2, samples=1).image
     assert out.shape == (12 * scale, 20 * scale, channels) and np.isfinite(out).all()
