@@ -124,11 +124,11 @@ def _card(name: str, info: Mapping[str, Any], *, source: Path, n_params: int, ki
     ]
     if cfg.get("task") == "sr":
         sr = cfg.get("sr") or {}
+        n = int(sr.get("samples", 1))
         lines += ["", "## Sampler defaults", "",
                   f"- Sampler: {sr.get('sampler')}, steps: {sr.get('steps')}, eta: {sr.get('eta')}, "
-                  f"draws averaged per image: {sr.get('samples', 1)}"]
+                  f"draws averaged per image: {n}"]
         if sr.get("steps") == 1 and sr.get("sampler") in ("ddim", "dpmpp"):
-            n = int(sr.get("samples", 1))
             how = ("in one evaluation" if n == 1 else
                    f"averaged over {n} draws of x_T (x_T keeps a few per cent of signal, so each estimate depends "
                    f"on it slightly), {n} evaluations")
