@@ -1,4 +1,4 @@
-"""Degradation throughput: images per second of `ldsr.degrade.degrade` on 256x256 RGB crops at x4.
+"""Degradation throughput: images per second of `ldsr.data.degrade.degrade` on 256x256 RGB crops at x4.
 
 The crops come from the bundled histology fixtures (150x150 tiles, up-sampled x2 with MATLAB bicubic and
 cropped to 256x256 at several offsets), so the content is real tissue texture. Only the in-memory
@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ldsr.degrade import PRESETS, degrade, rng_for
-from ldsr.resize import imresize
+from ldsr.data.degrade import PRESETS, degrade, rng_for
+from ldsr.data.resize import imresize
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "histology"
 
@@ -42,8 +42,10 @@ def main() -> None:
     ap.add_argument("--scale", type=int, default=4, help="SR factor (default 4)")
     args = ap.parse_args()
     images = crops(args.n)
-    print(f"{platform.processor() or platform.machine()}, python {platform.python_version()}, "
-          f"{args.n} images of {images[0].shape}, x{args.scale}")
+    print(
+        f"{platform.processor() or platform.machine()}, python {platform.python_version()}, "
+        f"{args.n} images of {images[0].shape}, x{args.scale}"
+    )
     for preset in ("bsrgan", "light", "bicubic"):
         assert preset in PRESETS
         degrade(images[0], args.scale, preset, rng_for(0, "warmup"))

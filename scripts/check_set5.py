@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ldsr.metrics import psnr, quantize, rgb_to_y, ssim
+from ldsr.evaluation.metrics import psnr, quantize, rgb_to_y, ssim
 
 PUBLISHED = {2: (33.66, 0.9299), 3: (30.39, 0.8682), 4: (28.42, 0.8104)}
 
@@ -44,7 +44,7 @@ def _modcrop(img: np.ndarray, scale: int) -> np.ndarray:
 
 def measure_one(hr_u8: np.ndarray, scale: int, protocol: str) -> tuple[float, float]:
     """PSNR and SSIM of bicubic SR of one uint8 RGB HR image under the chosen protocol."""
-    from ldsr.resize import imresize  # lazy: written alongside this script
+    from ldsr.data.resize import imresize  # lazy: written alongside this script
 
     hr_u8 = _modcrop(hr_u8, scale)
     if protocol == "rgb":

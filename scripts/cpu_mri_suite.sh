@@ -38,7 +38,7 @@ evaluate() {
   .venv/bin/python - "$out/gt_full" <<'PY'
 import shutil, sys
 import numpy as np
-from ldsr.data import list_sources
+from ldsr.data.datasets import list_sources
 src = list_sources(["../shared/data/mri/brain-tumor-figshare"], "test")
 for i in np.linspace(0, len(src) - 1, 50).round().astype(int):
     p = src[i].path
@@ -72,7 +72,7 @@ histology() {
   rm -rf "$out/gt" && mkdir -p "$out/gt"
   .venv/bin/python - "$out/gt" <<'PY'
 import shutil, sys
-from ldsr.data import list_sources
+from ldsr.data.datasets import list_sources
 for s in list_sources(["../shared/data/histology/cmu1-small-region/tiles150"], "test"):
     shutil.copy(s.path, sys.argv[1])
 PY

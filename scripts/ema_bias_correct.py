@@ -3,7 +3,8 @@
     python scripts/ema_bias_correct.py RUN_DIR CONFIG OUT_RUN_DIR
 
 A plain EMA with decay d keeps d^N of the initial weights after N steps (34 % after 1074 steps at 0.999). The
-initial weights are rebuilt exactly as ldsr.train builds them (same seed, same order), and the EMA of the trained
+initial weights are rebuilt exactly as ldsr.training.loop builds them (same seed, same order), and the EMA of the
+trained
 parameters becomes (EMA - d^N init) / (1 - d^N): the exponential average of the trained weights alone, as in
 Adam's bias correction. Frozen weights and buffers are copied. OUT_RUN_DIR gets a checkpoint folder with the
 corrected ema.safetensors (also as model.safetensors) and the original config.json, loadable by ldsr.
@@ -18,9 +19,9 @@ from pathlib import Path
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from ldsr import checkpoint as ck
 from ldsr.config import load_config
-from ldsr.train import build_from_config, seed_everything
+from ldsr.models import checkpoint as ck
+from ldsr.training.loop import build_from_config, seed_everything
 
 if len(sys.argv) != 4:
     raise SystemExit(__doc__)
@@ -35,7 +36,7 @@ init = net.state_dict()
 ema = load_file(str(last / "ema.safetensors"))
 n = int(last.name.removeprefix("step_"))
 d = cfg.train.ema_decay
-share = d ** n
+share = d**n
 print(f"{run}: step {n}, decay {d}: initial weights' share of the EMA {share:.4f}")
 trained = {name for name, p in net.named_parameters() if p.requires_grad}
 fixed = {}

@@ -6,7 +6,7 @@
 Takes `--count` held-out images (docs/DATA_SPLITS.md, evenly spaced over the sorted list), encodes and decodes
 each whole image (sides cropped to a multiple of the factor) with the EMA weights, and reports PSNR / SSIM on
 the stored 8-bit grid (grey: the single channel; colour: BT.601 Y), no border crop. `--decode-tile N` decodes in
-N x N latent tiles as `ldsr upscale --decode-tile` does (ldsr.tiling: a 16-position halo, the image's GroupNorm
+N x N latent tiles as `ldsr upscale --decode-tile` does (ldsr.models.tiling: a 16-position halo, the image's GroupNorm
 statistics); `--tile-norms` keeps each tile's own GroupNorm statistics instead (the usual tiled decoding).
 """
 
@@ -32,15 +32,15 @@ def main() -> None:
     p.add_argument("--tile-norms", action="store_true", help="per-tile GroupNorm statistics (for comparison)")
     a = p.parse_args()
 
-    from ldsr.autoencoder import AutoencoderConfig, build_model
-    from ldsr.checkpoint import load_weights
     from ldsr.config import from_dict
-    from ldsr.data import list_sources, to_channels
+    from ldsr.data.datasets import list_sources, to_channels
+    from ldsr.data.tensor import to_array, to_tensor
+    from ldsr.evaluation.metrics import psnr, ssim
     from ldsr.io import read_image
-    from ldsr.metrics import psnr, ssim
-    from ldsr.tensor import to_array, to_tensor
-    from ldsr.sr import DECODE_HALO
-    from ldsr.tiling import decode_tiled
+    from ldsr.models.autoencoder import AutoencoderConfig, build_model
+    from ldsr.models.checkpoint import load_weights
+    from ldsr.models.sr import DECODE_HALO
+    from ldsr.models.tiling import decode_tiled
 
     sources = list_sources([a.data], a.split)
     if not sources:
@@ -63,8 +63,11 @@ def main() -> None:
                 if a.decode_tile:
                     z = model.encode(to_tensor(x))  # (1, c_z, H/f, W/f)
                     norms = [] if a.tile_norms else [m for m in model.modules() if isinstance(m, torch.nn.GroupNorm)]
-                    y = to_array(decode_tiled(model.decode, z, factor=f, tile=a.decode_tile, halo=DECODE_HALO,
-                                              norms=norms).clamp(-1, 1))
+                    y = to_array(
+                        decode_tiled(
+                            model.decode, z, factor=f, tile=a.decode_tile, halo=DECODE_HALO, norms=norms
+                        ).clamp(-1, 1)
+                    )
                 else:
                     y = to_array(model.reconstruct(to_tensor(x)))
             gt, rec = np.round(x * 255), np.round(y * 255)
@@ -73,14 +76,24 @@ def main() -> None:
             ss.append(ssim(rec, gt, data_range=255, y_channel=ycc))
         name = Path(ck).name
         results[name] = {
-            "checkpoint": str(ck), "kind": run["autoencoder"]["kind"], "factor": f,
-            "preset": run["autoencoder"]["preset"], "params": sum(p.numel() for p in model.parameters()),
-            "images": len(picked), "decode_tile": a.decode_tile, "tile_norms": a.tile_norms, "psnr": float(np.mean(ps)), "ssim": float(np.mean(ss)),
-            "psnr_std": float(np.std(ps)), "seconds": time.perf_counter() - t0,
+            "checkpoint": str(ck),
+            "kind": run["autoencoder"]["kind"],
+            "factor": f,
+            "preset": run["autoencoder"]["preset"],
+            "params": sum(p.numel() for p in model.parameters()),
+            "images": len(picked),
+            "decode_tile": a.decode_tile,
+            "tile_norms": a.tile_norms,
+            "psnr": float(np.mean(ps)),
+            "ssim": float(np.mean(ss)),
+            "psnr_std": float(np.std(ps)),
+            "seconds": time.perf_counter() - t0,
         }
         r = results[name]
-        print(f"{name:20s} {r['kind']:6s} f={f} params={r['params']:,} images={r['images']} "
-              f"PSNR {r['psnr']:.2f} ± {r['psnr_std']:.2f} dB  SSIM {r['ssim']:.4f}")
+        print(
+            f"{name:20s} {r['kind']:6s} f={f} params={r['params']:,} images={r['images']} "
+            f"PSNR {r['psnr']:.2f} ± {r['psnr_std']:.2f} dB  SSIM {r['ssim']:.4f}"
+        )
     if a.json:
         a.json.write_text(json.dumps(results, indent=2))
 

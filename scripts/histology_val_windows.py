@@ -29,7 +29,9 @@ def tissue_mask(rgb: np.ndarray) -> np.ndarray:
     return (x.max(axis=2) - x.min(axis=2) > 0.08) & (x.mean(axis=2) < 0.9)
 
 
-def windows(tissue: np.ndarray, taken: np.ndarray, size: int, min_tissue: float, stride: int = 8) -> list[tuple[int, int, float]]:
+def windows(
+    tissue: np.ndarray, taken: np.ndarray, size: int, min_tissue: float, stride: int = 8
+) -> list[tuple[int, int, float]]:
     """Greedy non-overlapping (y, x, tissue fraction) windows avoiding `taken` (modified in place)."""
     h, w = tissue.shape
     out = []
@@ -71,8 +73,13 @@ def main() -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     for y, x, _ in found:
         Image.fromarray(rgb[y : y + a.size, x : x + a.size]).save(a.out / f"cmu1val_y{y:04d}_x{x:04d}.png")
-    meta = {"slide": str(a.slide), "tiles_excluded": len(tiles), "size": a.size, "min_tissue": a.min_tissue,
-            "windows": [{"y": y, "x": x, "tissue": round(f, 3)} for y, x, f in found]}
+    meta = {
+        "slide": str(a.slide),
+        "tiles_excluded": len(tiles),
+        "size": a.size,
+        "min_tissue": a.min_tissue,
+        "windows": [{"y": y, "x": x, "tissue": round(f, 3)} for y, x, f in found],
+    }
     (a.out / "windows.json").write_text(json.dumps(meta, indent=1) + "\n")
     print(f"{len(found)} windows of {a.size} px -> {a.out}")
 

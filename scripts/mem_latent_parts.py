@@ -7,6 +7,7 @@ PART: decode | decode_streamed | encode | encode_streamed | unet (one UNet evalu
 builds); otherwise a shipped model name or checkpoint (e.g. mri-x4). Prints the part, HR size, peak growth in MB
 and seconds.
 """
+
 import argparse
 import resource
 import time
@@ -22,8 +23,9 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(1)
     if a.model == "small":
-        from ldsr.autoencoder import AutoencoderConfig, build_model as build_ae
-        from ldsr.sr import SRConfig, build_model
+        from ldsr.models.autoencoder import AutoencoderConfig
+        from ldsr.models.autoencoder import build_model as build_ae
+        from ldsr.models.sr import SRConfig, build_model
 
         ae = build_ae(AutoencoderConfig(kind="vqvae", preset="small"), 1).eval()
         m = build_model(SRConfig(space="latent", unet="small"), 1, 4, autoencoder=ae).eval()

@@ -30,8 +30,9 @@ def read_results(path: Path) -> dict[str, dict[str, dict[str, float]]]:
     return out
 
 
-def paired(a: dict[str, dict[str, float]], b: dict[str, dict[str, float]], metric: str,
-           names: list[str] | None = None) -> tuple[float, float, int, int]:
+def paired(
+    a: dict[str, dict[str, float]], b: dict[str, dict[str, float]], metric: str, names: list[str] | None = None
+) -> tuple[float, float, int, int]:
     """(mean of A - B, its standard error, images where A > B, n) over the images both have (or `names`)."""
     names = sorted(set(a) & set(b)) if names is None else names
     d = [a[i][metric] - b[i][metric] for i in names]

@@ -21,17 +21,30 @@ def main() -> None:
     for f in sorted(a.folder.glob("*/summary.json")):
         s = json.loads(f.read_text())
         m = s["methods"][0]
-        rows.append({"run": f.parent.name, "sampler": m["sampler"], "draws": m.get("draws", 1),
-                     "nfe": m["nfe"] // m.get("draws", 1), "psnr": m["psnr_y"],
-                     "ssim": m["ssim_y"], "sec": m["seconds_per_image"], "n": m["n_images"],
-                     "date": s["provenance"]["date"]})
+        rows.append(
+            {
+                "run": f.parent.name,
+                "sampler": m["sampler"],
+                "draws": m.get("draws", 1),
+                "nfe": m["nfe"] // m.get("draws", 1),
+                "psnr": m["psnr_y"],
+                "ssim": m["ssim_y"],
+                "sec": m["seconds_per_image"],
+                "n": m["n_images"],
+                "date": s["provenance"]["date"],
+            }
+        )
     if not rows:
         raise SystemExit(f"no */summary.json under {a.folder}")
     rows.sort(key=lambda r: (r["draws"], r["sampler"] != "dpmpp", r["nfe"]))
-    lines = ["| sampler | steps (NFE per draw) | draws averaged | PSNR (Y) | SSIM (Y) | s / image |",
-             "|---|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['sampler']} | {r['nfe']} | {r['draws']} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['sec']:.2f} |"
-              for r in rows]
+    lines = [
+        "| sampler | steps (NFE per draw) | draws averaged | PSNR (Y) | SSIM (Y) | s / image |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r['sampler']} | {r['nfe']} | {r['draws']} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['sec']:.2f} |"
+        for r in rows
+    ]
     lines.append(f"\n{rows[0]['n']} images; from {a.folder}/*/summary.json ({rows[0]['date'][:10]}).")
     (a.folder / "steps_sweep.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

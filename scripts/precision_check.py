@@ -2,7 +2,7 @@
 
     python scripts/precision_check.py OUT_DIR [--steps 300]
 
-Each run trains a real ldsr model through ldsr.train (accelerate's autocast and, for fp16, its gradient
+Each run trains a real ldsr model through ldsr.training.loop (accelerate's autocast and, for fp16, its gradient
 scaler) on the bundled MRI fixtures, then loads its checkpoint and upscales / reconstructs the fixtures in fp32.
 It writes OUT_DIR/precision.md and .json: per precision, the mean loss of the first and last 10 % of the steps,
 whether every logged loss was finite, steps per second, peak GPU memory, and the validation PSNR at the end.
@@ -28,7 +28,7 @@ PRECISIONS = ("no", "bf16", "fp16")
 
 def _run(config: str, precision: str, steps: int, run_dir: Path) -> dict[str, float | bool | str]:
     from ldsr.config import load_config
-    from ldsr.train import train
+    from ldsr.training.loop import train
 
     cfg = load_config(TINY / config, [
         f"train.precision={precision}", f"train.steps={steps}", "train.batch_size=16", "data.hr_size=64",

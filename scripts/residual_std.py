@@ -23,8 +23,8 @@ def main() -> None:
     a = p.parse_intermixed_args()
 
     from ldsr.config import load_config
-    from ldsr.data import build_train_dataset
-    from ldsr.train import build_from_config
+    from ldsr.data.datasets import build_train_dataset
+    from ldsr.training.loop import build_from_config
 
     torch.set_num_threads(1)
     cfg = load_config(a.config, a.overrides)

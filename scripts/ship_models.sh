@@ -133,7 +133,7 @@ evaluate() {
   $PY - $histo/gt_mix <<'PY'
 import sys
 from pathlib import Path
-from ldsr.data import list_sources, resize_shorter_side
+from ldsr.data.datasets import list_sources, resize_shorter_side
 from ldsr.io import read_image, write_image
 roots = ["../shared/data/histology/cmu1-small-region/tiles150", "../shared/data/histology/kather2016"]
 for s in list_sources(roots, "test"):

@@ -24,7 +24,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Tiny run dirs trained for two steps (read-only for tests): a VQ-VAE ("ae"), a latent SR model on it,
     a pixel SR3 and an SRCNN."""
     from ldsr.config import load_config
-    from ldsr.train import train
+    from ldsr.training.loop import train
 
     d = tmp_path_factory.mktemp("runs")
     common = ["train.steps=2", "train.val_every=0"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageFilter
 
-from ldsr.autoencoder import (
+from ldsr.models.autoencoder import (
     AE_PRESETS,
     Autoencoder,
     AutoencoderConfig,
@@ -20,7 +19,7 @@ from ldsr.autoencoder import (
     build_model,
     measure_scale_factor,
 )
-from ldsr.losses import hinge_d_loss, smooth_l1, ssim_map_torch, ssim_torch
+from ldsr.models.losses import hinge_d_loss, smooth_l1, ssim_map_torch, ssim_torch
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 

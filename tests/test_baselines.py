@@ -1,4 +1,4 @@
-"""Tests of ldsr.baselines: SRCNN, FSRCNN, ESRGAN (RRDBNet, VGG discriminator, RaGAN, VGG19 loading)."""
+"""Tests of ldsr.models.baselines: SRCNN, FSRCNN, ESRGAN (RRDBNet, VGG discriminator, RaGAN, VGG19 loading)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from ldsr.baselines import (
+from ldsr.models.baselines import (
     BASELINE_PRESETS,
     FSRCNN,
     SRCNN,
@@ -110,7 +110,7 @@ def _fixture_pairs(n: int = 2, size: int = 64, scale: int = 4) -> dict[str, torc
     """n real grey crops of the MRI fixture, LR by PIL bicubic, both in [-1, 1]."""
     img = Image.open(FIXTURE).convert("L")
     hrs, lrs = [], []
-    for k, (y, x) in enumerate([(150, 150), (200, 250), (260, 180), (120, 280)][:n]):
+    for y, x in [(150, 150), (200, 250), (260, 180), (120, 280)][:n]:
         crop = img.crop((x, y, x + size, y + size))
         lr = crop.resize((size // scale, size // scale), Image.Resampling.BICUBIC)
         hrs.append(np.asarray(crop, np.float32) / 127.5 - 1)

@@ -1,4 +1,4 @@
-"""ldsr.config (YAML -> typed dataclasses), ldsr.splits and the `ldsr train` CLI's --dry-run."""
+"""ldsr.config (YAML -> typed dataclasses), ldsr.data.splits and the `ldsr train` CLI's --dry-run."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from ldsr.config import RunConfig, apply_overrides, from_dict, load_config, parse_override, to_dict, to_yaml
-from ldsr.data import DataConfig
-from ldsr.splits import filter_split, split_of
-from ldsr.train import TrainConfig
+from ldsr.data.config import DataConfig
+from ldsr.data.splits import filter_split, split_of
+from ldsr.training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -91,7 +91,11 @@ def test_literal_int_rejects_bool() -> None:
 
 
 def test_load_overrides_and_inherit(tmp_path: Path) -> None:
-    write(tmp_path, "base.yaml", {"task": "baseline", "channels": 1, "train": {"lr": 0.1, "steps": 7}, "baseline": {"arch": "srcnn"}})
+    write(
+        tmp_path,
+        "base.yaml",
+        {"task": "baseline", "channels": 1, "train": {"lr": 0.1, "steps": 7}, "baseline": {"arch": "srcnn"}},
+    )
     child = write(tmp_path, "child.yaml", "inherit: base.yaml\ntrain:\n  steps: 9\n")
     cfg = load_config(child, ["train.lr=1e-4", "data.hr_size=64", "baseline.arch=fsrcnn", "train.betas=[0.5, 0.9]"])
     assert isinstance(cfg.train, TrainConfig) and isinstance(cfg.data, DataConfig)
@@ -105,7 +109,9 @@ def test_load_overrides_and_inherit(tmp_path: Path) -> None:
 
 def test_yaml_12_booleans(tmp_path: Path) -> None:
     """`no` stays a string (accelerate's full precision), in files and overrides; only true/false are booleans."""
-    base = write(tmp_path, "b.yaml", "task: baseline\nbaseline: {arch: srcnn}\ntrain: {precision: no}\ndata: {flips: false}\n")
+    base = write(
+        tmp_path, "b.yaml", "task: baseline\nbaseline: {arch: srcnn}\ntrain: {precision: no}\ndata: {flips: false}\n"
+    )
     cfg = load_config(base)
     assert cfg.train.precision == "no" and cfg.data.flips is False
     assert load_config(base, ["train.precision=no", "data.flips=true"]).data.flips is True
@@ -223,7 +229,7 @@ def test_fixtures_are_held_out() -> None:
 def _app():
     import typer
 
-    from ldsr.cli_train import register
+    from ldsr.cli.train import register
 
     app = typer.Typer()
 
@@ -239,7 +245,16 @@ def test_cli_dry_run_prints_resolved_yaml() -> None:
     from typer.testing import CliRunner
 
     res = CliRunner().invoke(
-        _app(), ["train", "baseline", "-c", str(CONFIGS / "tiny" / "srcnn.yaml"), "--dry-run", "train.lr=2e-4", "data.hr_size=48"]
+        _app(),
+        [
+            "train",
+            "baseline",
+            "-c",
+            str(CONFIGS / "tiny" / "srcnn.yaml"),
+            "--dry-run",
+            "train.lr=2e-4",
+            "data.hr_size=48",
+        ],
     )
     assert res.exit_code == 0, res.output
     d = yaml.safe_load(res.output)
@@ -250,12 +265,14 @@ def test_cli_dry_run_prints_resolved_yaml() -> None:
 def test_cli_task_mismatch_and_bad_key() -> None:
     from typer.testing import CliRunner
 
-    from ldsr.cli_train import run_command
+    from ldsr.cli.train import run_command
 
     with pytest.raises(ValueError, match="ldsr train baseline"):
         run_command("sr", CONFIGS / "tiny" / "srcnn.yaml", [], dry_run=True)
     runner = CliRunner()
     res = runner.invoke(_app(), ["train", "sr", "-c", str(CONFIGS / "tiny" / "srcnn.yaml"), "--dry-run"])
     assert res.exit_code == 2 and "task 'baseline'" in res.output
-    res = runner.invoke(_app(), ["train", "baseline", "-c", str(CONFIGS / "tiny" / "srcnn.yaml"), "--dry-run", "train.nope=1"])
+    res = runner.invoke(
+        _app(), ["train", "baseline", "-c", str(CONFIGS / "tiny" / "srcnn.yaml"), "--dry-run", "train.nope=1"]
+    )
     assert res.exit_code == 2 and "train.nope" in res.output

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ldsr import degrade as D
-from ldsr.resize import imresize
+from ldsr.data import degrade as D
+from ldsr.data.resize import imresize
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 RNG_FOR_0_A = 156999228  # rng_for(0, "a.png").integers(2**30), fixed when rng_for was written

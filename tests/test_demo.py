@@ -1,11 +1,11 @@
-"""`make demo`'s job (ldsr.demo) on the bundled MRI fixtures with the shipped mri-x4 model."""
+"""`make demo`'s job (ldsr.cli.demo) on the bundled MRI fixtures with the shipped mri-x4 model."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from ldsr import demo
+from ldsr.cli import demo
 
 
 def test_demo_writes_table_figures_and_sr_images(tmp_path: Path, capsys) -> None:  # noqa: ANN001

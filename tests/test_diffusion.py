@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from ldsr.diffusion import alphas_cumprod, betas_for, diffusion_loss, q_sample, sample
-from ldsr.diffusion.objective import prediction_target
-from ldsr.diffusion.sampling import _clip_output
-from ldsr.nets import UNET_PRESETS, count_parameters
+from ldsr.diffusion.objective import diffusion_loss, prediction_target, q_sample
+from ldsr.diffusion.sampling import _clip_output, sample
+from ldsr.diffusion.schedules import alphas_cumprod, betas_for
+from ldsr.models.unets import UNET_PRESETS, count_parameters
 
 SCHEDULES = ("cosine", "linear", "quadratic", "sigmoid")
 
@@ -103,12 +103,20 @@ def test_diffusion_loss_is_zero_for_the_oracle(prediction: str, loss: str) -> No
     x0 = torch.rand(3, 2, 4, 4) * 2 - 1
     cond = torch.rand(3, 1, 4, 4)
     g = torch.Generator().manual_seed(1)
-    value = diffusion_loss(_oracle(x0, cond, abar, prediction), x0, cond, alphas_cumprod=abar,
-                           prediction=prediction, loss=loss, generator=g)  # type: ignore[arg-type]
+    value = diffusion_loss(
+        _oracle(x0, cond, abar, prediction),
+        x0,
+        cond,
+        alphas_cumprod=abar,
+        prediction=prediction,
+        loss=loss,
+        generator=g,
+    )  # type: ignore[arg-type]
     assert value.ndim == 0 and value.item() < 1e-6
     # a wrong network gets a clearly positive loss
-    zero = diffusion_loss(lambda x, t: torch.zeros_like(x0), x0, cond, alphas_cumprod=abar,
-                          prediction=prediction, loss=loss)  # type: ignore[arg-type]
+    zero = diffusion_loss(
+        lambda x, t: torch.zeros_like(x0), x0, cond, alphas_cumprod=abar, prediction=prediction, loss=loss
+    )  # type: ignore[arg-type]
     assert zero.item() > 1e-2
 
 
@@ -151,8 +159,17 @@ def test_samplers_recover_a_point_mass(sampler: str, prediction: str) -> None:
     abar = alphas_cumprod(betas).float()
     x0 = torch.rand(1, 2, 4, 4, generator=torch.Generator().manual_seed(3)) * 1.6 - 0.8
     cond = torch.rand(1, 1, 4, 4)
-    out = sample(_oracle(x0, cond, abar, prediction), cond, (1, 2, 4, 4), betas=betas, sampler=sampler,  # type: ignore[arg-type]
-                 steps=5, prediction=prediction, clip_denoised=True, generator=torch.Generator().manual_seed(0))  # type: ignore[arg-type]
+    out = sample(
+        _oracle(x0, cond, abar, prediction),
+        cond,
+        (1, 2, 4, 4),
+        betas=betas,
+        sampler=sampler,  # type: ignore[arg-type]
+        steps=5,
+        prediction=prediction,
+        clip_denoised=True,
+        generator=torch.Generator().manual_seed(0),
+    )  # type: ignore[arg-type]
     torch.testing.assert_close(out, x0, atol=2e-3, rtol=0)
 
 
@@ -165,12 +182,21 @@ def _run(sampler: str, seed: int, eta: float = 0.0, net: torch.nn.Module | None 
     net = net or _tiny_net()
     cond = torch.linspace(-1, 1, 64).reshape(1, 1, 8, 8)
     with torch.no_grad():
-        return sample(lambda x, t: net(x, t).sample, cond, (1, 2, 8, 8), betas=betas_for("cosine", 20),
-                      sampler=sampler, steps=4, eta=eta, generator=torch.Generator().manual_seed(seed))  # type: ignore[arg-type]
+        return sample(
+            lambda x, t: net(x, t).sample,
+            cond,
+            (1, 2, 8, 8),
+            betas=betas_for("cosine", 20),
+            sampler=sampler,
+            steps=4,
+            eta=eta,
+            generator=torch.Generator().manual_seed(seed),
+        )  # type: ignore[arg-type]
 
 
 # Golden values: the mean of one draw from a tiny UNet initialised with torch.manual_seed(0), seed 0, cosine
-# T=20 truncated at log-SNR -5.1 (19 steps), 4 steps (ddpm: all 19). They pin the current behaviour (scheduler wiring, noise order, seeding) so
+# T=20 truncated at log-SNR -5.1 (19 steps), 4 steps (ddpm: all 19). They pin the current behaviour (scheduler
+# wiring, noise order, seeding) so
 # that an unintended change shows up; they say nothing about sample quality (the network is untrained).
 GOLDEN_MEAN = {"ddpm": 0.057493050990160555, "ddim": 0.02215011286898516, "dpmpp": -0.04822050093207508}
 
@@ -243,4 +269,3 @@ def test_chain_truncated_at_min_log_snr() -> None:
     torch.testing.assert_close(kept, betas[: len(kept)])
     with pytest.raises(ValueError, match="removes every step"):
         truncate_betas(betas, 20.0)
-

@@ -1,4 +1,4 @@
-"""ldsr.train under a 2-process launch (DDP over gloo on 127.0.0.1, CPU only): the gradient all-reduce,
+"""ldsr.training.loop under a 2-process launch (DDP over gloo on 127.0.0.1, CPU only): the gradient all-reduce,
 the data shards and the main-process-only checkpoints and log.
 
 Each rank is a subprocess of this interpreter with the torchrun-style environment (MASTER_ADDR/PORT, RANK,
@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from ldsr.config import load_config
-from ldsr.train import _ShardStream, train
+from ldsr.training.loop import _ShardStream, train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny"
@@ -33,9 +33,9 @@ from pathlib import Path
 import torch
 
 torch.set_num_threads(1)
-import ldsr.checkpoint as ck
-import ldsr.data as data
-import ldsr.train as T
+import ldsr.models.checkpoint as ck
+import ldsr.data.datasets as data
+import ldsr.training.loop as T
 from ldsr.config import load_config
 
 config, out, *overrides = sys.argv[1:]

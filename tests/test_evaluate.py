@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 import csv
+import dataclasses
 import json
 import runpy
 from pathlib import Path
@@ -14,10 +14,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from ldsr import metrics as M
-from ldsr.degrade import center_crop
+from ldsr.data.degrade import center_crop
+from ldsr.data.resize import imresize
+from ldsr.evaluation import metrics as M
 from ldsr.io import read_image, write_image
-from ldsr.resize import imresize
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 GREY = ["mri/figshare_0_1840.jpg", "mri/colin27_z141.png", "mri/figshare_1_0708.jpg"]
@@ -42,10 +42,10 @@ def _crops(tmp: Path, names: list[str], size: int) -> Path:
 @pytest.fixture
 def srcnn_run(tmp_path: Path) -> Path:
     """A run dir with a 30-step SRCNN checkpoint (x4, grey) and the log.csv a training run writes."""
-    from ldsr.baselines import BaselineConfig, build_model
-    from ldsr.checkpoint import save_checkpoint
     from ldsr.config import config_from_dict, to_dict
-    from ldsr.tensor import to_tensor
+    from ldsr.data.tensor import to_tensor
+    from ldsr.models.baselines import BaselineConfig, build_model
+    from ldsr.models.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     cfg = to_dict(config_from_dict({"task": "baseline", "channels": 1, "scale": 4, "baseline": {"arch": "srcnn"}}))
@@ -179,7 +179,7 @@ def test_evaluate_rgb_paired_with_bad_file(tmp_path: Path) -> None:
 
 def test_diffusion_seeds_mean_and_std(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from ldsr import pipeline
-    from ldsr.report import EvalConfig, evaluate
+    from ldsr.evaluation.report import EvalConfig, evaluate
 
     seen: list[int] = []
 
@@ -211,8 +211,13 @@ def test_diffusion_seeds_mean_and_std(tmp_path: Path, monkeypatch: pytest.Monkey
     assert s["draws"] == 1  # the model's default (FakeDiffusion has no sr.samples)
     # --draws N: each SR image averages N draws; the NFE counts every draw.
     draws: list[object] = []
-    monkeypatch.setattr(FakeDiffusion, "upscale", lambda self, lr, **kw: draws.append(kw["samples"]) or
-                        pipeline.UpscaleResult(np.clip(imresize(lr, 4), 0, 1).astype(np.float32)))
+    monkeypatch.setattr(
+        FakeDiffusion,
+        "upscale",
+        lambda self, lr, **kw: (
+            draws.append(kw["samples"]) or pipeline.UpscaleResult(np.clip(imresize(lr, 4), 0, 1).astype(np.float32))
+        ),
+    )
     (s4,) = evaluate(dataclasses.replace(cfg, samples=1, draws=4, out_dir=tmp_path / "r4")).summary
     assert set(draws) == {4} and s4["draws"] == 4 and s4["nfe"] == 4 * 14
     assert "7 (56), mean of 4" in (tmp_path / "r4" / "summary.md").read_text()
@@ -222,7 +227,7 @@ def test_diffusion_seeds_mean_and_std(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 def test_user_errors_and_names(tmp_path: Path) -> None:
-    from ldsr.report import PeakMemory, method_names
+    from ldsr.evaluation.report import PeakMemory, method_names
 
     gt = _crops(tmp_path, GREY[:1], 32)
     res = _invoke("--gt", str(gt), "--lr", str(gt), "--preset", "light", "--model", "bicubic", "--out", str(tmp_path))
@@ -246,7 +251,7 @@ def test_user_errors_and_names(tmp_path: Path) -> None:
 
 
 def test_sixteen_bit_gt_is_measured_on_its_grid(tmp_path: Path) -> None:
-    from ldsr.report import EvalConfig, evaluate
+    from ldsr.evaluation.report import EvalConfig, evaluate
 
     gt = tmp_path / "gt"
     gt.mkdir()

@@ -13,9 +13,10 @@ import torch
 from safetensors import safe_open
 
 import ldsr.pipeline
-from ldsr.export import export_model
+import ldsr.pipeline.upscaler
+from ldsr.data.resize import imresize
 from ldsr.io import read_image
-from ldsr.resize import imresize
+from ldsr.pipeline.export import export_model
 
 ROOT = Path(__file__).resolve().parents[1]
 FIX = ROOT / "fixtures"
@@ -23,7 +24,7 @@ FIX = ROOT / "fixtures"
 
 def _lr(h: int = 12, w: int = 10) -> np.ndarray:
     img, _ = read_image(FIX / "mri" / "figshare_0_1840.jpg")
-    return imresize(img[200:200 + 4 * h, 200:200 + 4 * w], 0.25).clip(0, 1).astype(np.float32)
+    return imresize(img[200 : 200 + 4 * h, 200 : 200 + 4 * w], 0.25).clip(0, 1).astype(np.float32)
 
 
 def test_baseline_export_loads_by_name(runs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -39,7 +40,7 @@ def test_baseline_export_loads_by_name(runs: dict[str, Path], tmp_path: Path, mo
     card = (folder / "MODEL_CARD.md").read_text()
     assert "Steps: 2" in card and "12.3 dB" in card and "bicubic" in card  # the tiny degradation preset
 
-    monkeypatch.setattr(ldsr.pipeline, "MODELS_DIR", models)
+    monkeypatch.setattr(ldsr.pipeline.upscaler, "MODELS_DIR", models)
     assert ldsr.pipeline.shipped_models() == {"srcnn-tiny": folder}
     up = ldsr.pipeline.load("srcnn-tiny")
     assert up.name == "srcnn-tiny" and up.kind == "baseline"
@@ -56,22 +57,24 @@ def test_latent_export_loads_by_name(runs: dict[str, Path], tmp_path: Path, monk
     folder = export_model(runs["latent"], "ldm-tiny", out_root=models)
     card = (folder / "MODEL_CARD.md").read_text()
     assert "Steps: 2" in card and "Sampler:" in card
-    monkeypatch.setattr(ldsr.pipeline, "MODELS_DIR", models)
+    monkeypatch.setattr(ldsr.pipeline.upscaler, "MODELS_DIR", models)
     assert "ldm-tiny" in ldsr.pipeline.shipped_models()
     up = ldsr.pipeline.load("ldm-tiny")
     assert up.kind == "latent"
     res = up.upscale(_lr(8, 8), steps=2)
     assert res.image.shape == (32, 32, 1) and np.isfinite(res.image).all()
     # Inference defaults chosen after training travel with the shipped model (config.json and the metadata).
-    folder = export_model(runs["latent"], "ldm-avg", out_root=models,
-                          sampler_defaults={"sampler": "ddim", "steps": 3, "samples": 2})
+    folder = export_model(
+        runs["latent"], "ldm-avg", out_root=models, sampler_defaults={"sampler": "ddim", "steps": 3, "samples": 2}
+    )
     assert json.loads((folder / "config.json").read_text())["config"]["sr"]["samples"] == 2
     up = ldsr.pipeline.load("ldm-avg")
     assert (up.default_sampler, up.default_steps, up.default_samples) == ("ddim", 3, 2)
     assert "Sampler: ddim, steps: 3" in (folder / "MODEL_CARD.md").read_text()
     assert up.upscale(_lr(8, 8)).samples.shape == (2, 32, 32, 1)
-    one = export_model(runs["latent"], "ldm-one", out_root=models, sampler_defaults={"sampler": "dpmpp", "steps": 1,
-                                                                                     "samples": 8})
+    one = export_model(
+        runs["latent"], "ldm-one", out_root=models, sampler_defaults={"sampler": "dpmpp", "steps": 1, "samples": 8}
+    )
     card = (one / "MODEL_CARD.md").read_text()  # the card says what the one-step default returns
     assert "draws averaged per image: 8" in card and "averaged over 8 draws of x_T" in card and "8 evaluations" in card
     with pytest.raises(ValueError, match="unknown sampler default"):
@@ -120,13 +123,28 @@ def test_autoencoder_and_oversize_are_refused(runs: dict[str, Path], tmp_path: P
 
 
 def test_script(runs: dict[str, Path], tmp_path: Path) -> None:
-    cmd = [sys.executable, str(ROOT / "scripts" / "export_model.py"), str(runs["baseline"]), "cli-model",
-           "--out", str(tmp_path), "--no-half", "--card", "licence=CC0", "--card", "note=a=b"]
-    res = subprocess.run(cmd, capture_output=True, text=True, env={"OMP_NUM_THREADS": "1", "PATH": ""},
-                         timeout=300)
+    cmd = [
+        sys.executable,
+        str(ROOT / "scripts" / "export_model.py"),
+        str(runs["baseline"]),
+        "cli-model",
+        "--out",
+        str(tmp_path),
+        "--no-half",
+        "--card",
+        "licence=CC0",
+        "--card",
+        "note=a=b",
+    ]
+    res = subprocess.run(cmd, capture_output=True, text=True, env={"OMP_NUM_THREADS": "1", "PATH": ""}, timeout=300)
     assert res.returncode == 0, res.stderr
     card = (tmp_path / "cli-model" / "MODEL_CARD.md").read_text()
     assert "CC0" in card and "note: a=b" in card and "float32" in card
-    bad = subprocess.run([*cmd[:3], "x/y", "--out", str(tmp_path)], capture_output=True, text=True,
-                         env={"OMP_NUM_THREADS": "1", "PATH": ""}, timeout=300)
+    bad = subprocess.run(
+        [*cmd[:3], "x/y", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env={"OMP_NUM_THREADS": "1", "PATH": ""},
+        timeout=300,
+    )
     assert bad.returncode == 1 and "error:" in bad.stderr

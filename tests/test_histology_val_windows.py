@@ -47,8 +47,23 @@ def test_script_cuts_windows_outside_every_tile(tmp_path: Path) -> None:
     Image.fromarray(rgb).save(slide)
     Image.fromarray(rgb[:64, :64]).save(tiles / "cmu1sr_y0000_x0000.png")  # the slide's top-left corner is a tile
     out = tmp_path / "val"
-    subprocess.run([sys.executable, str(SCRIPT), str(out), "--slide", str(slide), "--tiles", str(tiles),
-                    "--size", "32", "--min-tissue", "0.5"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            str(out),
+            "--slide",
+            str(slide),
+            "--tiles",
+            str(tiles),
+            "--size",
+            "32",
+            "--min-tissue",
+            "0.5",
+        ],
+        check=True,
+        capture_output=True,
+    )
     meta = json.loads((out / "windows.json").read_text())
     assert meta["tiles_excluded"] == 1 and meta["windows"]
     for w in meta["windows"]:

@@ -19,7 +19,6 @@ import tifffile
 from PIL import Image, ImageFile
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from ldsr import io as ldsr_io
 from ldsr.io import (
     ImageError,
     ImageMeta,
@@ -27,10 +26,12 @@ from ldsr.io import (
     check_size,
     count_frames,
     list_images,
+    png16,
     read_frames,
     read_image,
     write_image,
 )
+from ldsr.io import files as io_files
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures"
 MR_SMALL = FIX / "dicom/MR_small.dcm"
@@ -260,9 +261,7 @@ def _full_range_dicom(tmp_path: Path, photometric: str, slope: float, intercept:
 @pytest.mark.parametrize(
     ("photometric", "slope", "intercept"), [("MONOCHROME2", 2.5, -1024.0), ("MONOCHROME1", 0.37, 12.0)]
 )
-def test_dicom_every_16bit_value_with_rescale(
-    tmp_path: Path, photometric: str, slope: float, intercept: float
-) -> None:
+def test_dicom_every_16bit_value_with_rescale(tmp_path: Path, photometric: str, slope: float, intercept: float) -> None:
     src = _full_range_dicom(tmp_path, photometric, slope, intercept)
     x, meta = read_image(src)
     stored = raw_dicom(src).astype(np.float64)
@@ -351,19 +350,19 @@ def test_png16_encoder_filters_against_pillow(filter_type: int | None) -> None:
     rng = np.random.default_rng(1)
     smooth = np.cumsum(rng.integers(0, 300, (23, 31, 3)), axis=1).astype(np.uint16)  # Paeth / Average help here
     for img in (smooth, rng.integers(0, 65536, (23, 31, 3), dtype=np.uint16)):
-        data = ldsr_io._encode_png16(img, filter_type=filter_type)
-        decoded, _ = ldsr_io._decode_png16(data, Path("mem.png"))
+        data = png16._encode_png16(img, filter_type=filter_type)
+        decoded, _ = png16._decode_png16(data, Path("mem.png"))
         np.testing.assert_array_equal(decoded, img)
         with Image.open(BytesIO(data)) as im:  # Pillow: high bytes of RGB
             np.testing.assert_array_equal(np.asarray(im), (img >> 8).astype(np.uint8))
-        grey = ldsr_io._encode_png16(img[:, :, :1], filter_type=filter_type)
+        grey = png16._encode_png16(img[:, :, :1], filter_type=filter_type)
         with Image.open(BytesIO(grey)) as im:  # Pillow: full 16-bit grey
             np.testing.assert_array_equal(np.asarray(im), img[:, :, 0])
 
 
 def test_png16_decoder_against_pillow_and_handmade_files(tmp_path: Path) -> None:
     # Pillow's own 16-bit grey fixture uses Sub, Up and Paeth rows.
-    decoded, _ = ldsr_io._decode_png16(MRI16_PNG.read_bytes(), MRI16_PNG)
+    decoded, _ = png16._decode_png16(MRI16_PNG.read_bytes(), MRI16_PNG)
     np.testing.assert_array_equal(decoded[:, :, 0], raw_pil(MRI16_PNG))
     rgba = np.random.default_rng(2).integers(0, 65536, (9, 11, 4), dtype=np.uint16)
     (tmp_path / "rgb.png").write_bytes(_handmade_png16(rgba[:, :, :3], 2))
@@ -399,9 +398,7 @@ def test_atomic_files_follow_the_umask(tmp_path: Path, umask: int) -> None:
         os.umask(old)
     for path in (out, tmp_path / "b.txt"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
-    assert ldsr_io._current_umask() == old
-
-
+    assert io_files._current_umask() == old
 
 
 def test_write_bit_depth_rules(tmp_path: Path) -> None:
@@ -476,8 +473,17 @@ def test_list_images(tmp_path: Path) -> None:
 
 def test_count_frames_matches_read_frames(tmp_path: Path) -> None:
     tifffile.imwrite(tmp_path / "pages.tif", np.zeros((3, 8, 9), np.uint16), photometric="minisblack")
-    cases = [(MR_SMALL, 2), (EMRI, 2), (COLIN_NII, 2), (COLIN_NII, 0), (COLIN_NII, 1), (COLIN_PNG, 2),
-             (MRI_JPG, 2), (HISTO8_TIF, 2), (tmp_path / "pages.tif", 2)]
+    cases = [
+        (MR_SMALL, 2),
+        (EMRI, 2),
+        (COLIN_NII, 2),
+        (COLIN_NII, 0),
+        (COLIN_NII, 1),
+        (COLIN_PNG, 2),
+        (MRI_JPG, 2),
+        (HISTO8_TIF, 2),
+        (tmp_path / "pages.tif", 2),
+    ]
     for path, axis in cases:
         assert count_frames(path, axis=axis) == len(read_frames(path, axis=axis)), (path, axis)
     assert count_frames(EMRI) == 10 and count_frames(COLIN_NII, axis=0) == 64

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ldsr import metrics as M
-from ldsr.heatmap import save_ssim_heatmap
+from ldsr.evaluation import metrics as M
+from ldsr.evaluation.heatmap import save_ssim_heatmap
 
 skm = pytest.importorskip("skimage.metrics", reason="agreement tests need scikit-image (pip install scikit-image)")
 
@@ -243,8 +243,18 @@ def read_csv(path: Path) -> tuple[dict[str, str], list[dict[str, str]]]:
     return prov, rows
 
 
-PROVENANCE_KEYS = {"channel", "crop_border", "data_range", "ssim_window", "ssim_k1", "ssim_k2", "ldsr_version",
-                   "pred_dir", "gt_dir", "date"}
+PROVENANCE_KEYS = {
+    "channel",
+    "crop_border",
+    "data_range",
+    "ssim_window",
+    "ssim_k1",
+    "ssim_k2",
+    "ldsr_version",
+    "pred_dir",
+    "gt_dir",
+    "date",
+}
 
 
 def test_cli_metrics_numbers_provenance_and_missing_file(tmp_path: Path) -> None:
@@ -255,8 +265,9 @@ def test_cli_metrics_numbers_provenance_and_missing_file(tmp_path: Path) -> None
     pred_dir, gt_dir, pairs = make_pair_folders(tmp_path)
     out, maps = tmp_path / "out", tmp_path / "maps"
     runner = CliRunner()
-    res = runner.invoke(app, ["metrics", "--pred", str(pred_dir), "--gt", str(gt_dir), "--out", str(out),
-                              "--ssim-map", str(maps)])
+    res = runner.invoke(
+        app, ["metrics", "--pred", str(pred_dir), "--gt", str(gt_dir), "--out", str(out), "--ssim-map", str(maps)]
+    )
     assert res.exit_code == 0, res.output
     assert "mean" in res.output
 
@@ -280,8 +291,9 @@ def test_cli_metrics_numbers_provenance_and_missing_file(tmp_path: Path) -> None
 
     # A ground truth with no prediction: reported, exit 1, the others still measured.
     (gt_dir / "extra.png").write_bytes(RGB[1].read_bytes())
-    res = runner.invoke(app, ["metrics", "--pred", str(pred_dir), "--gt", str(gt_dir), "--out", str(out),
-                              "--rgb", "--crop-border", "0"])
+    res = runner.invoke(
+        app, ["metrics", "--pred", str(pred_dir), "--gt", str(gt_dir), "--out", str(out), "--rgb", "--crop-border", "0"]
+    )
     assert res.exit_code == 1
     doc = json.loads((out / "metrics.json").read_text())
     assert [f["name"] for f in doc["failures"]] == ["extra.png"]
@@ -300,8 +312,15 @@ def test_metrics_folder_16bit_data_range_from_bit_depth(tmp_path: Path) -> None:
     (tmp_path / "pred").mkdir()
     Image.fromarray(gt).save(tmp_path / "gt" / "mr.png")
     Image.fromarray(pred).save(tmp_path / "pred" / "mr.png")
-    result = M.metrics_folder(tmp_path / "pred", tmp_path / "gt", y_channel=True, crop_border=2, data_range=None,
-                              out_dir=tmp_path / "out", progress=False)
+    result = M.metrics_folder(
+        tmp_path / "pred",
+        tmp_path / "gt",
+        y_channel=True,
+        crop_border=2,
+        data_range=None,
+        out_dir=tmp_path / "out",
+        progress=False,
+    )
     assert result.exit_code == 0 and len(result.ok) == 1
     score = result.ok[0]
     assert score.data_range == 65535.0
@@ -327,16 +346,24 @@ def test_metrics_folder_pairs_by_stem_and_reports_orphans(tmp_path: Path) -> Non
     Image.fromarray(load_u8(RGB[1])).save(pred_dir / "twice.png")
     Image.fromarray(load_u8(RGB[1])).save(gt_dir / "twice.png")
     (gt_dir / "twice.tif").write_bytes((gt_dir / "twice.png").read_bytes())
-    result = M.metrics_folder(pred_dir, gt_dir, y_channel=False, crop_border=0, data_range=255.0,
-                              out_dir=tmp_path / "out", progress=False)
+    result = M.metrics_folder(
+        pred_dir, gt_dir, y_channel=False, crop_border=0, data_range=255.0, out_dir=tmp_path / "out", progress=False
+    )
     assert result.exit_code == 1
     reasons = dict(result.failures)
     assert set(reasons) == {"orphan.png", "twice.png"}
     assert "no ground truth" in reasons["orphan.png"] and "several" in reasons["twice.png"]
     assert {s.name for s in result.ok} == set(pairs)  # the JPEG gt matched its PNG prediction
     with pytest.raises(ValueError, match="does not exist"):
-        M.metrics_folder(tmp_path / "nope", gt_dir, y_channel=False, crop_border=0, data_range=None,
-                         out_dir=tmp_path / "out", progress=False)
+        M.metrics_folder(
+            tmp_path / "nope",
+            gt_dir,
+            y_channel=False,
+            crop_border=0,
+            data_range=None,
+            out_dir=tmp_path / "out",
+            progress=False,
+        )
 
 
 def test_stored_grid_gives_back_the_file_integers() -> None:
@@ -358,8 +385,15 @@ def test_finer_prediction_is_quantised_to_the_gt_grid(tmp_path: Path) -> None:
     Image.fromarray(gt).save(tmp_path / "gt" / "a.png")
     # 16-bit prediction within 0.4 grey levels of the 8-bit gt: on the gt's grid it is the gt itself.
     Image.fromarray((gt.astype(np.uint16) * 257 + 100).astype(np.uint16)).save(tmp_path / "pred" / "a.png")
-    result = M.metrics_folder(tmp_path / "pred", tmp_path / "gt", y_channel=True, crop_border=0, data_range=None,
-                              out_dir=tmp_path / "out", progress=False)
+    result = M.metrics_folder(
+        tmp_path / "pred",
+        tmp_path / "gt",
+        y_channel=True,
+        crop_border=0,
+        data_range=None,
+        out_dir=tmp_path / "out",
+        progress=False,
+    )
     assert result.exit_code == 0
     assert result.ok[0].psnr == math.inf and result.ok[0].data_range == 255.0
     doc = json.loads((tmp_path / "out" / "metrics.json").read_text())
@@ -378,8 +412,15 @@ def test_metrics_folder_dicom_measures_stored_integers(tmp_path: Path) -> None:
     Image.fromarray(M.quantize(np.clip(x_gt[:, :, 0] + 0.01, 0, 1), 16)).save(tmp_path / "pred" / "off.png")
     (tmp_path / "gt" / "off.dcm").write_bytes((FIXTURES / "dicom" / "MR_small.dcm").read_bytes())
     (tmp_path / "gt" / "sr.dcm").write_bytes((FIXTURES / "dicom" / "MR_small.dcm").read_bytes())
-    result = M.metrics_folder(tmp_path / "pred", tmp_path / "gt", y_channel=False, crop_border=0, data_range=None,
-                              out_dir=tmp_path / "out", progress=False)
+    result = M.metrics_folder(
+        tmp_path / "pred",
+        tmp_path / "gt",
+        y_channel=False,
+        crop_border=0,
+        data_range=None,
+        out_dir=tmp_path / "out",
+        progress=False,
+    )
     assert result.exit_code == 0, result.failures
     scores = {s.name: s for s in result.ok}
     assert scores["mr.dcm"].psnr == math.inf and scores["mr.dcm"].data_range == 65535.0

@@ -46,8 +46,12 @@ def test_paired_difference_standard_error_and_wins(tmp_path: Path) -> None:
 
 def test_cli_table_with_groups_and_unknown_method(tmp_path: Path) -> None:
     csv = _csv(tmp_path / "results.csv", {"a": [20.0, 21.0, 19.0, 22.0], "b": [19.5, 21.5, 18.0, 21.0]})
-    out = subprocess.run([sys.executable, str(SCRIPT), str(csv), "a", "b", "--group", "cmu_,kat_"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), str(csv), "a", "b", "--group", "cmu_,kat_"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "| all (4) | psnr_y | +0.500 |" in out and "| 3/4 |" in out
     assert "| cmu_ (2) | psnr_y | +0.000 |" in out and "| kat_ (2) | psnr_y | +1.000 |" in out
     bad = subprocess.run([sys.executable, str(SCRIPT), str(csv), "a", "c"], capture_output=True, text=True)

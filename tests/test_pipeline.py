@@ -10,9 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from ldsr.cli import app
+from ldsr.data.resize import imresize
 from ldsr.io import read_image, write_image
 from ldsr.pipeline import load
-from ldsr.resize import imresize
 
 ROOT = Path(__file__).resolve().parents[1]
 FIX = ROOT / "fixtures"
@@ -20,14 +20,15 @@ FIX = ROOT / "fixtures"
 
 def _lr(h: int = 13, w: int = 10) -> np.ndarray:
     img, _ = read_image(FIX / "mri" / "figshare_0_1840.jpg")
-    return imresize(img[200:200 + 4 * h, 200:200 + 4 * w], 0.25).clip(0, 1).astype(np.float32)
+    return imresize(img[200 : 200 + 4 * h, 200 : 200 + 4 * w], 0.25).clip(0, 1).astype(np.float32)
 
 
 def test_cli_bicubic_keeps_grey(tmp_path: Path) -> None:
     src = tmp_path / "in.png"
     write_image(src, _lr(8, 8), bit_depth=16)
-    res = CliRunner().invoke(app, ["upscale", "-i", str(src), "-o", str(tmp_path / "out.png"), "-m", "bicubic",
-                                   "--scale", "4"])
+    res = CliRunner().invoke(
+        app, ["upscale", "-i", str(src), "-o", str(tmp_path / "out.png"), "-m", "bicubic", "--scale", "4"]
+    )
     assert res.exit_code == 0, res.output
     out, meta = read_image(tmp_path / "out.png")
     assert out.shape == (32, 32, 1) and meta.bit_depth == 16
@@ -126,8 +127,7 @@ def test_cli_dicom_in_dicom_out(runs: dict[str, Path], tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     before, after = pydicom.dcmread(src), pydicom.dcmread(out)
     assert (after.Rows, after.Columns) == (before.Rows * 4, before.Columns * 4)
-    np.testing.assert_allclose([float(v) for v in after.PixelSpacing],
-                               [float(v) / 4 for v in before.PixelSpacing])
+    np.testing.assert_allclose([float(v) for v in after.PixelSpacing], [float(v) / 4 for v in before.PixelSpacing])
     assert after.SOPInstanceUID != before.SOPInstanceUID
 
 
@@ -135,8 +135,27 @@ def test_cli_samples_writes_std_map(runs: dict[str, Path], tmp_path: Path) -> No
     src = tmp_path / "in.png"
     write_image(src, _lr(8, 8), bit_depth=8)
     out = tmp_path / "out.png"
-    res = CliRunner().invoke(app, ["upscale", "-i", str(src), "-o", str(out), "-m", str(runs["latent"]),
-                                   "--sampler", "ddim", "--steps", "2", "--eta", "1", "--samples", "2", "--std-map"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "upscale",
+            "-i",
+            str(src),
+            "-o",
+            str(out),
+            "-m",
+            str(runs["latent"]),
+            "--sampler",
+            "ddim",
+            "--steps",
+            "2",
+            "--eta",
+            "1",
+            "--samples",
+            "2",
+            "--std-map",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert read_image(out)[0].shape == (32, 32, 1)
     assert (tmp_path / "out_std.png").is_file()
@@ -147,8 +166,9 @@ def test_cli_batch_matches_shapes_and_counts(runs: dict[str, Path], tmp_path: Pa
     for k, size in enumerate([(8, 8), (8, 8), (8, 12)]):
         write_image(src / f"im{k}.png", _lr(*size), bit_depth=8)
     out = tmp_path / "sr"
-    res = CliRunner().invoke(app, ["upscale", "-i", str(src), "-o", str(out), "-m", str(runs["baseline"]),
-                                   "--batch", "2"])
+    res = CliRunner().invoke(
+        app, ["upscale", "-i", str(src), "-o", str(out), "-m", str(runs["baseline"]), "--batch", "2"]
+    )
     assert res.exit_code == 0, res.output
     shapes = [read_image(out / f"im{k}.png")[0].shape for k in range(3)]
     assert shapes == [(32, 32, 1), (32, 32, 1), (32, 48, 1)]

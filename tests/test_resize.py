@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from ldsr.resize import imresize, output_size
+from ldsr.data.resize import imresize, output_size
 
 # --------------------------------------------------------------------------------------------------------
 # An independent, loop-based formulation of MATLAB's imresize written from the definition: for output

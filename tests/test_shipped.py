@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from ldsr.checkpoint import read_config
 from ldsr.io import read_image
+from ldsr.models.checkpoint import read_config
 from ldsr.pipeline import load, shipped_models
 
 ROOT = Path(__file__).resolve().parents[1]

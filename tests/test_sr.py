@@ -12,13 +12,13 @@ from PIL import Image
 from torch import nn
 from typer.testing import CliRunner
 
-from ldsr.sr import LatentSR, PixelSR, SRConfig, build_model
+from ldsr.models.sr import LatentSR, PixelSR, SRConfig, build_model
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "mri" / "figshare_0_1840.jpg"
 
 
 class StandInAE(nn.Module):
-    """Fixed f=4 autoencoder with the ldsr.autoencoder interface: 4x4 average pooling / nearest upsampling,
+    """Fixed f=4 autoencoder with the ldsr.models.autoencoder interface: 4x4 average pooling / nearest upsampling,
     plus a 1x1 conv so that it has parameters whose freezing can be checked."""
 
     factor = 4
@@ -133,8 +133,9 @@ def test_latent_loss_falls_on_a_fixed_batch() -> None:
 
     def held_out() -> float:  # the same t and noise every time, so only the network changes
         with torch.no_grad():
-            return sum(model.training_loss(batch, generator=torch.Generator().manual_seed(100 + k))[0].item()
-                       for k in range(4))
+            return sum(
+                model.training_loss(batch, generator=torch.Generator().manual_seed(100 + k))[0].item() for k in range(4)
+            )
 
     before = held_out()
     g = torch.Generator().manual_seed(0)
@@ -172,7 +173,7 @@ def test_errors() -> None:
 
 
 def test_with_the_real_tiny_autoencoder() -> None:
-    ae_mod = pytest.importorskip("ldsr.autoencoder")
+    ae_mod = pytest.importorskip("ldsr.models.autoencoder")
     torch.manual_seed(0)
     ae = ae_mod.build_model(ae_mod.AutoencoderConfig(kind="vae", factor=4, preset="tiny"), 1)
     model = build_model(SRConfig(unet="tiny", timesteps=50, sampler="dpmpp", steps=2), 1, 4, ae)

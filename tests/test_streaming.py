@@ -1,4 +1,4 @@
-"""ldsr.streaming: the strip-by-strip encoder and decoder forwards equal diffusers' forwards, and are wired into
+"""ldsr.models.streaming: the strip-by-strip encoder and decoder forwards equal diffusers' forwards, and are wired into
 encode/decode and the latent upscale."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from ldsr import streaming
-from ldsr.autoencoder import Autoencoder, AutoencoderConfig
-from ldsr.streaming import decode_streamed, encode_streamed, streamed, supports_streaming
+from ldsr.models import streaming
+from ldsr.models.autoencoder import Autoencoder, AutoencoderConfig
+from ldsr.models.streaming import decode_streamed, encode_streamed, streamed, supports_streaming
 
 
 def _autoencoder(kind: str, preset: str, channels: int) -> Autoencoder:
@@ -22,7 +22,12 @@ def _autoencoder(kind: str, preset: str, channels: int) -> Autoencoder:
     return ae
 
 
-_CASES = [("vae", "tiny", 1, (10, 14)), ("vqvae", "tiny", 3, (9, 8)), ("vae", "small", 1, (16, 12)), ("vqvae", "small", 3, (7, 20))]
+_CASES = [
+    ("vae", "tiny", 1, (10, 14)),
+    ("vqvae", "tiny", 3, (9, 8)),
+    ("vae", "small", 1, (16, 12)),
+    ("vqvae", "small", 3, (7, 20)),
+]
 _STRIPS = [1 << 19, 64]  # default strips; 2-row strips everywhere
 
 
@@ -91,12 +96,16 @@ def test_unsupported_decoders_and_modes_raise() -> None:
 
 
 def test_residual_latent_upscale_encodes_and_decodes_streamed(monkeypatch: pytest.MonkeyPatch) -> None:
-    from ldsr.sr import SRConfig, build_model
+    from ldsr.models.sr import SRConfig, build_model
 
     calls: list[tuple[str, tuple[int, ...]]] = []
     dec, enc = streaming.decode_streamed, streaming.encode_streamed
-    monkeypatch.setattr(streaming, "decode_streamed", lambda m, z: calls.append(("decode", tuple(z.shape))) or dec(m, z))
-    monkeypatch.setattr(streaming, "encode_streamed", lambda m, x: calls.append(("encode", tuple(x.shape))) or enc(m, x))
+    monkeypatch.setattr(
+        streaming, "decode_streamed", lambda m, z: calls.append(("decode", tuple(z.shape))) or dec(m, z)
+    )
+    monkeypatch.setattr(
+        streaming, "encode_streamed", lambda m, x: calls.append(("encode", tuple(x.shape))) or enc(m, x)
+    )
     ae = _autoencoder("vae", "tiny", 1)
     cfg = SRConfig(space="latent", unet="tiny", timesteps=10, sampler="ddim", steps=2, residual=True)
     model = build_model(cfg, 1, 4, autoencoder=ae).eval()

@@ -1,4 +1,5 @@
-"""ldsr.tiling: core layout, exactness for local decoders, image-wide GroupNorm statistics, wiring into LatentSR."""
+"""ldsr.models.tiling: core layout, exactness for local decoders, image-wide GroupNorm statistics, wiring into
+LatentSR."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from ldsr.tiling import decode_tiled, tile_cores
+from ldsr.models.tiling import decode_tiled, tile_cores
 
 
 @pytest.mark.parametrize("n,tile", [(5, 8), (8, 8), (9, 8), (32, 8), (33, 16), (100, 7)])
@@ -50,7 +51,7 @@ def test_conv_decoder_is_exact_once_the_halo_covers_its_receptive_field() -> Non
 
 
 def _tiny_autoencoder(kind: str = "vae"):  # noqa: ANN202
-    from ldsr.autoencoder import Autoencoder, AutoencoderConfig
+    from ldsr.models.autoencoder import Autoencoder, AutoencoderConfig
 
     torch.manual_seed(0)
     return Autoencoder(AutoencoderConfig(kind=kind, factor=4, preset="tiny", latent_channels=3), 1).eval()
@@ -74,7 +75,7 @@ def test_image_group_norm_statistics_make_the_real_decoder_exact(kind: str) -> N
 
 
 def test_latent_upscale_with_decode_tile() -> None:
-    from ldsr.sr import SRConfig, build_model
+    from ldsr.models.sr import SRConfig, build_model
 
     model = build_model(SRConfig(space="latent", unet="tiny", timesteps=10, sampler="ddim", steps=2), 1, 4,
                         autoencoder=_tiny_autoencoder()).eval()  # fmt: skip

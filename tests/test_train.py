@@ -1,4 +1,5 @@
-"""ldsr.train (the loop), ldsr.checkpoint and ldsr.data, with a tiny stand-in model (plus one real-model run)."""
+"""ldsr.training.loop (the loop), ldsr.models.checkpoint and ldsr.data.datasets, with a tiny stand-in model (plus
+one real-model run)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,18 @@ from PIL import Image
 from safetensors import safe_open
 from torch import nn
 
-from ldsr import checkpoint as ck
 from ldsr.config import RunConfig, load_config, to_dict
-from ldsr.data import DataConfig, HRFolderDataset, PairedDataset, build_train_dataset, build_val_dataset, list_pairs, list_sources
-from ldsr.train import EMA, TrainConfig, lr_factor, train
+from ldsr.data.datasets import (
+    DataConfig,
+    HRFolderDataset,
+    PairedDataset,
+    build_train_dataset,
+    build_val_dataset,
+    list_pairs,
+    list_sources,
+)
+from ldsr.models import checkpoint as ck
+from ldsr.training.loop import EMA, TrainConfig, lr_factor, train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny"
@@ -35,7 +44,9 @@ class TinySR(nn.Module):
         )  # fmt: skip
         self.register_buffer("seen", torch.zeros((), dtype=torch.long))
         if gan:
-            self.discriminator = nn.Sequential(nn.Conv2d(channels, 4, 3, stride=2), nn.LeakyReLU(0.2), nn.Conv2d(4, 1, 3))
+            self.discriminator = nn.Sequential(
+                nn.Conv2d(channels, 4, 3, stride=2), nn.LeakyReLU(0.2), nn.Conv2d(4, 1, 3)
+            )
 
     def training_loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         self.seen += batch["hr"].shape[0]
@@ -144,11 +155,15 @@ def test_checkpoint_round_trip_tied_weights(tmp_path: Path) -> None:
     config = {"task": "baseline", "channels": 1}
     folder = ck.save_checkpoint(
         tmp_path / "checkpoints" / ck.checkpoint_name(100), model=m, ema=ema, config=config, step=100,
-        extra_state={"opt": {"state": {0: {"step": torch.tensor(3.0)}}, "groups": [{"betas": (0.9, 0.99), "lr": math.inf}]}},
+        extra_state={
+            "opt": {"state": {0: {"step": torch.tensor(3.0)}}, "groups": [{"betas": (0.9, 0.99), "lr": math.inf}]}
+        },
     )  # fmt: skip
     assert folder.name == "step_000100" and (tmp_path / "checkpoints" / "latest").read_text().strip() == "step_000100"
     raw, cfg = ck.load_weights(folder, ema=False)
-    assert cfg == config and torch.equal(raw["emb.weight"], m.emb.weight) and torch.equal(raw["out.weight"], m.emb.weight)
+    assert (
+        cfg == config and torch.equal(raw["emb.weight"], m.emb.weight) and torch.equal(raw["out.weight"], m.emb.weight)
+    )
     for where in (folder, tmp_path, folder / "ema.safetensors"):
         sd, _ = ck.load_weights(where)
         assert torch.equal(sd["emb.weight"], ema["emb.weight"])
@@ -158,7 +173,11 @@ def test_checkpoint_round_trip_tied_weights(tmp_path: Path) -> None:
     assert ck.read_config(folder / "model.safetensors") == config
     assert ck.read_info(folder)["step"] == 100
     st = ck.load_state(folder)["opt"]
-    assert st["state"][0]["step"].item() == 3.0 and st["groups"][0]["betas"] == (0.9, 0.99) and st["groups"][0]["lr"] == math.inf
+    assert (
+        st["state"][0]["step"].item() == 3.0
+        and st["groups"][0]["betas"] == (0.9, 0.99)
+        and st["groups"][0]["lr"] == math.inf
+    )
     m2 = Tied()
     m2.load_state_dict(raw)
     assert torch.equal(m2.out.weight, m.out.weight)
@@ -210,9 +229,13 @@ def test_hr_dataset_shapes_channels_and_determinism() -> None:
 
 def test_split_small_images_and_val(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no training images"):
-        build_train_dataset(DataConfig(train=[str(ROOT / "fixtures" / "mri")], split="train"), channels=1, scale=4, seed=0)
+        build_train_dataset(
+            DataConfig(train=[str(ROOT / "fixtures" / "mri")], split="train"), channels=1, scale=4, seed=0
+        )
     Image.fromarray(np.zeros((20, 24), np.uint8)).save(tmp_path / "small.png")
-    ds = build_train_dataset(DataConfig(train=[str(tmp_path)], hr_size=32, degradation="bicubic"), channels=1, scale=4, seed=0)
+    ds = build_train_dataset(
+        DataConfig(train=[str(tmp_path)], hr_size=32, degradation="bicubic"), channels=1, scale=4, seed=0
+    )
     with pytest.raises(ValueError, match=r"small\.png: is 20x24 pixels, smaller than data.hr_size 32"):
         ds[0]
     vcfg = DataConfig(train=[str(ROOT / "fixtures" / "mri")], val_split="test", hr_size=32, val_count=3)
@@ -220,15 +243,20 @@ def test_split_small_images_and_val(tmp_path: Path) -> None:
     v2 = build_val_dataset(vcfg, channels=1, scale=4, seed=0)
     assert v1 is not None and v2 is not None and len(v1) == 3
     assert all(torch.equal(a["lr"], b["lr"]) for a, b in zip(v1.items, v2.items))
-    assert build_val_dataset(DataConfig(train=[str(ROOT / "fixtures" / "mri")], val_split="train"), channels=1, scale=4, seed=0) is None
+    assert (
+        build_val_dataset(
+            DataConfig(train=[str(ROOT / "fixtures" / "mri")], val_split="train"), channels=1, scale=4, seed=0
+        )
+        is None
+    )
 
 
 def test_resize_shorter_side_before_cropping(tmp_path: Path) -> None:
     # A 224x300 image (like the Kather 2016 copies, stored upsampled from 150) resized so its shorter side is 150.
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 256, (224, 300, 3), dtype=np.uint8)).save(tmp_path / "tile.png")
-    from ldsr.data import resize_shorter_side
-    from ldsr.resize import imresize
+    from ldsr.data.datasets import resize_shorter_side
+    from ldsr.data.resize import imresize
 
     ds = build_train_dataset(DataConfig(train=[str(tmp_path)], hr_size=150, resize=150, degradation="bicubic",
                                         flips=False), channels=3, scale=2, seed=0)  # fmt: skip
@@ -331,15 +359,20 @@ def test_resume_is_exact(tmp_path: Path, extra: tuple[str, ...], gan: bool) -> N
 
 def test_real_autoencoder_then_latent_sr(tmp_path: Path) -> None:
     """The real tiny VQ-VAE through the loop (latent scale measured), then latent SR on it (self-contained)."""
-    pytest.importorskip("ldsr.autoencoder")
-    pytest.importorskip("ldsr.sr")
+    pytest.importorskip("ldsr.models.autoencoder")
+    pytest.importorskip("ldsr.models.sr")
     ae_run = tmp_path / "vq"
-    ae = train(load_config(TINY / "vqvae.yaml", [f"train.run_dir={ae_run}", "train.steps=2", "train.val_every=0"]), progress=False)
+    ae = train(
+        load_config(TINY / "vqvae.yaml", [f"train.run_dir={ae_run}", "train.steps=2", "train.val_every=0"]),
+        progress=False,
+    )
     info = ck.read_info(ae)
     assert info["config"]["task"] == "autoencoder" and info["scale_factor"] > 0
     assert float(tensors(ae / "ema.safetensors")["scale_factor"]) == pytest.approx(info["scale_factor"], rel=1e-6)
     assert float(tensors(ae / "model.safetensors")["scale_factor"]) == pytest.approx(info["scale_factor"], rel=1e-6)
-    sr_cfg = load_config(TINY / "ldm_sr.yaml", [f"train.run_dir={tmp_path / 'sr'}", f"sr.autoencoder={ae_run}", "train.steps=2"])
+    sr_cfg = load_config(
+        TINY / "ldm_sr.yaml", [f"train.run_dir={tmp_path / 'sr'}", f"sr.autoencoder={ae_run}", "train.steps=2"]
+    )
     sr = train(sr_cfg, progress=False)
     sd, cfg = ck.load_weights(sr)
     assert cfg["task"] == "sr" and ck.read_info(sr)["autoencoder_config"]["autoencoder"]["kind"] == "vqvae"
@@ -352,10 +385,13 @@ def test_real_autoencoder_then_latent_sr(tmp_path: Path) -> None:
     rows = read_log(tmp_path / "sr")
     assert rows[-1]["step"] == "2" and float(rows[-1]["val_psnr"]) > 0
     # fine-tuning: sr.init_from starts the UNet from that checkpoint's EMA weights (the autoencoder stays its own)
-    from ldsr.train import build_from_config
+    from ldsr.training.loop import build_from_config
 
-    ft = build_from_config(load_config(TINY / "ldm_sr.yaml", [f"train.run_dir={tmp_path / 'ft'}",
-                                                               f"sr.autoencoder={ae_run}", f"sr.init_from={sr}"]))
+    ft = build_from_config(
+        load_config(
+            TINY / "ldm_sr.yaml", [f"train.run_dir={tmp_path / 'ft'}", f"sr.autoencoder={ae_run}", f"sr.init_from={sr}"]
+        )
+    )
     ema, _ = ck.load_weights(sr, ema=True)
     own = ft.state_dict()
     assert all(torch.equal(own[k], v) for k, v in ema.items() if k.startswith("unet."))
@@ -449,7 +485,7 @@ def test_loader_failure_after_a_signal_still_checkpoints(tmp_path: Path, monkeyp
     import os
     import signal
 
-    import ldsr.data as data
+    import ldsr.data.datasets as data
 
     build = data.build_train_dataset
 
@@ -469,7 +505,8 @@ def test_loader_failure_after_a_signal_still_checkpoints(tmp_path: Path, monkeyp
     for kill_at, expect in ((10, "stop"), (None, "ok")):
         monkeypatch.setattr(data, "build_train_dataset", lambda *a, _k=kill_at, **kw: Dying(build(*a, **kw), _k))
         cfg = load_config(TINY / "srcnn.yaml", ["train.steps=20", "train.batch_size=2", "train.ckpt_every=0",
-                                                "train.val_every=0", f"train.run_dir={tmp_path / str(kill_at)}"])  # fmt: skip
+                                                "train.val_every=0",
+                                                f"train.run_dir={tmp_path / str(kill_at)}"])  # fmt: skip
         out = train(cfg, progress=False)
         # batch 2: sample 10 belongs to step 6, so steps 1-5 completed
         assert out.name == ck.checkpoint_name(5 if expect == "stop" else 20)

@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     from ldsr.pipeline import Upscaler
 
 
-def load(source: str, **kwargs: object) -> "Upscaler":
+def load(source: str, **kwargs: object) -> Upscaler:
     """`ldsr.load(checkpoint_or_name).upscale(image)`: see `ldsr.pipeline.load` (torch is imported lazily)."""
     from ldsr.pipeline import load as _load
 

@@ -6,9 +6,9 @@ A run config file looks like (see ARCHITECTURE.md and configs/)::
     task: sr
     channels: 1
     scale: 4
-    data: {...}                # ldsr.data.DataConfig
-    train: {...}               # ldsr.train.TrainConfig
-    sr: {...}                  # ldsr.sr.SRConfig (the section named by `task`)
+    data: {...}                # ldsr.data.datasets.DataConfig
+    train: {...}               # ldsr.training.loop.TrainConfig
+    sr: {...}                  # ldsr.models.sr.SRConfig (the section named by `task`)
 
 The model sections (`autoencoder`, `sr`, `baseline`) are typed by their own modules' dataclasses; they are
 imported lazily in `RunConfig.resolve()` so that this module imports even while one of them is missing.
@@ -24,14 +24,15 @@ import os
 import re
 import types
 import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence, TypeVar, Union
+from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
-from ldsr.data import DataConfig
-from ldsr.train import TrainConfig
+from ldsr.data.config import DataConfig
+from ldsr.training.config import TrainConfig
 
 T = TypeVar("T")
 
@@ -39,9 +40,9 @@ Task = Literal["autoencoder", "sr", "baseline"]
 
 # task / section name -> (module, config class); the section a task trains has the task's name.
 SECTIONS: dict[str, tuple[str, str]] = {
-    "autoencoder": ("ldsr.autoencoder", "AutoencoderConfig"),
-    "sr": ("ldsr.sr", "SRConfig"),
-    "baseline": ("ldsr.baselines", "BaselineConfig"),
+    "autoencoder": ("ldsr.models.autoencoder", "AutoencoderConfig"),
+    "sr": ("ldsr.models.sr", "SRConfig"),
+    "baseline": ("ldsr.models.baselines", "BaselineConfig"),
 }
 SCALES = (2, 3, 4, 8)
 
@@ -85,7 +86,9 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
                 return _convert(a, value, path)
             except ValueError as e:
                 errors.append(str(e))
-        raise ValueError(errors[0] if len(errors) == 1 else f"{_where(path)}: {value!r} matches no type of {_type_name(tp)}")
+        raise ValueError(
+            errors[0] if len(errors) == 1 else f"{_where(path)}: {value!r} matches no type of {_type_name(tp)}"
+        )
 
     if value is None:
         raise ValueError(f"{_where(path)}: must not be null (expected {_type_name(tp)})")
@@ -177,7 +180,8 @@ def from_dict(cls: type[T], d: Mapping[str, Any] | None, path: str = "") -> T:
             raise ValueError(f"unknown config key '{key_path}'; allowed keys: {', '.join(sorted(fields))}")
         kwargs[key] = _convert(hints[key], value, key_path)
     missing = [
-        n for n, f in fields.items()
+        n
+        for n, f in fields.items()
         if n not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
     ]
     if missing:
@@ -271,7 +275,7 @@ class RunConfig:
         if self.scale not in SCALES:
             raise ValueError(f"'scale': expected one of {list(SCALES)}, got {self.scale}")
 
-    def resolve(self) -> "RunConfig":
+    def resolve(self) -> RunConfig:
         """Convert every present model section to its dataclass (unknown keys error); the task's own
         section is created with its defaults when absent. Returns self."""
         for name in SECTIONS:

@@ -4,7 +4,8 @@ the forward process and the regression target, not the model.
 
 from __future__ import annotations
 
-from typing import Callable, Literal, get_args
+from collections.abc import Callable
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -62,9 +63,7 @@ def diffusion_loss(
     if loss not in _LOSS_FNS:
         raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
     if x0.ndim != 4 or cond.ndim != 4 or cond.shape[0] != x0.shape[0] or cond.shape[-2:] != x0.shape[-2:]:
-        raise ValueError(
-            f"cond must be (N, C_cond, H, W) on the grid of x0 {tuple(x0.shape)}, got {tuple(cond.shape)}"
-        )
+        raise ValueError(f"cond must be (N, C_cond, H, W) on the grid of x0 {tuple(x0.shape)}, got {tuple(cond.shape)}")
     n, T = x0.shape[0], alphas_cumprod.shape[0]
     # t ~ Uniform{0, ..., T-1} and eps ~ N(0, I), drawn on the CPU generator so a seed fixes them on any device.
     t = torch.randint(0, T, (n,), generator=generator).to(x0.device)  # (N,)

@@ -19,17 +19,16 @@ Timestep indices below the cut are unchanged, so the network sees the t values i
 
 from __future__ import annotations
 
-from typing import Callable, Literal, get_args
+from collections.abc import Callable
 
-import numpy as np
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from tqdm import tqdm
 
+from ldsr.diffusion.names import SAMPLERS, SamplerName
 from ldsr.diffusion.objective import PREDICTIONS, Net, Prediction
 
-SamplerName = Literal["ddpm", "ddim", "dpmpp"]
-SAMPLERS: tuple[str, ...] = get_args(SamplerName)
+__all__ = ["SAMPLERS", "SamplerName", "sample"]
 
 DEFAULT_MIN_LOG_SNR = -5.1  # diffusers' lambda_min_clipped for the cosine schedule; see the module docstring
 _DIFFUSERS_PREDICTION = {"epsilon": "epsilon", "v": "v_prediction", "sample": "sample"}
@@ -97,8 +96,17 @@ def sample_ddpm(
         prediction_type=_DIFFUSERS_PREDICTION[prediction],
     )
     scheduler.set_timesteps(len(betas))  # T-1, ..., 0
-    return _run(scheduler, net, cond, x, prediction=prediction, clip_denoised=clip_denoised, progress=progress,
-                desc="ddpm", generator=generator)
+    return _run(
+        scheduler,
+        net,
+        cond,
+        x,
+        prediction=prediction,
+        clip_denoised=clip_denoised,
+        progress=progress,
+        desc="ddpm",
+        generator=generator,
+    )
 
 
 def sample_ddim(
@@ -126,8 +134,18 @@ def sample_ddim(
         timestep_spacing="leading",
     )
     scheduler.set_timesteps(steps)
-    return _run(scheduler, net, cond, x, prediction=prediction, clip_denoised=clip_denoised, progress=progress,
-                desc="ddim", eta=eta, generator=generator)
+    return _run(
+        scheduler,
+        net,
+        cond,
+        x,
+        prediction=prediction,
+        clip_denoised=clip_denoised,
+        progress=progress,
+        desc="ddim",
+        eta=eta,
+        generator=generator,
+    )
 
 
 def sample_dpmpp(
@@ -153,8 +171,16 @@ def sample_dpmpp(
         prediction_type=_DIFFUSERS_PREDICTION[prediction],
     )
     scheduler.set_timesteps(steps)
-    return _run(scheduler, net, cond, x, prediction=prediction, clip_denoised=clip_denoised, progress=progress,
-                desc="dpm-solver++")
+    return _run(
+        scheduler,
+        net,
+        cond,
+        x,
+        prediction=prediction,
+        clip_denoised=clip_denoised,
+        progress=progress,
+        desc="dpm-solver++",
+    )
 
 
 def truncate_betas(betas: torch.Tensor, min_log_snr: float) -> torch.Tensor:
@@ -208,14 +234,24 @@ def sample(
     if len(shape) != 4 or cond.ndim != 4 or cond.shape[0] != shape[0] or tuple(cond.shape[-2:]) != tuple(shape[-2:]):
         raise ValueError(f"cond must be (N, C_cond, H, W) matching shape {tuple(shape)}, got {tuple(cond.shape)}")
     if generator is not None and generator.device.type != "cpu":
-        raise ValueError(f"generator must be a CPU torch.Generator (got one on {generator.device}); noise is drawn "
-                         "on the CPU and moved so that a seed gives the same image on every device")
+        raise ValueError(
+            f"generator must be a CPU torch.Generator (got one on {generator.device}); noise is drawn "
+            "on the CPU and moved so that a seed gives the same image on every device"
+        )
     if min_log_snr is not None:
         betas = truncate_betas(betas, min_log_snr)
         steps = min(steps, len(betas))
     # x_T ~ N(0, I), drawn on the CPU then moved: the same seed gives the same start on CPU and GPU.
     x = torch.randn(tuple(shape), generator=generator, dtype=torch.float32).to(device=cond.device, dtype=cond.dtype)
     return SAMPLER_FNS[sampler](
-        net, cond, x, betas=betas, steps=steps, eta=eta, prediction=prediction, clip_denoised=clip_denoised,
-        generator=generator, progress=progress,
+        net,
+        cond,
+        x,
+        betas=betas,
+        steps=steps,
+        eta=eta,
+        prediction=prediction,
+        clip_denoised=clip_denoised,
+        generator=generator,
+        progress=progress,
     )

@@ -34,7 +34,8 @@ def cosine_betas(T: int, s: float = 0.008) -> torch.Tensor:
 
 
 def linear_betas(T: int) -> torch.Tensor:
-    """Linear schedule (Ho et al. 2020) with endpoints scaled by 1000/T (improved-diffusion's rule), clipped at 0.999."""
+    """Linear schedule (Ho et al. 2020) with endpoints scaled by 1000/T (improved-diffusion's rule), clipped at
+    0.999."""
     _check_T(T)
     # Scaling keeps alpha_bar_T ~= 4e-5 for every T: T = 1000 gives 1e-4..0.02, T = 2000 gives 5e-5..0.01.
     # For T < 50 the scaled end would exceed 1, hence the clip.

@@ -16,7 +16,6 @@ from pydicom.valuerep import format_number_as_ds
 from ldsr.io.files import ImageError, _one_line
 from ldsr.io.meta import DicomSource, Frame, ImageMeta, _float_to_unit
 
-
 # ---------------------------------------------------------------------------------------------------------
 # Reading
 # ---------------------------------------------------------------------------------------------------------
@@ -53,8 +52,8 @@ def _dicom_spacing(ds: Dataset, frame: int | None) -> tuple[float, float] | None
 
 def _dicom_rescale(ds: Dataset, path: Path) -> tuple[float, float]:
     """(slope, intercept): top level, else the shared Pixel Value Transformation; identity when absent."""
-    source: Dataset | None = ds if "RescaleSlope" in ds else _functional_group_item(
-        ds, "PixelValueTransformationSequence", None
+    source: Dataset | None = (
+        ds if "RescaleSlope" in ds else _functional_group_item(ds, "PixelValueTransformationSequence", None)
     )
     slope = source.get("RescaleSlope") if source is not None else None
     intercept = source.get("RescaleIntercept") if source is not None else None

@@ -10,7 +10,6 @@ import numpy as np
 
 from ldsr.io.files import ImageError
 
-
 ImageFormat = Literal["png", "jpeg", "tiff", "dicom", "nifti"]
 
 # Input suffixes, lower case. Files without a suffix are read as DICOM when they carry the 'DICM' magic at
@@ -88,7 +87,7 @@ class ImageMeta:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ImageMeta":
+    def from_dict(cls, d: dict[str, Any]) -> ImageMeta:
         """Inverse of `to_dict` (also after a JSON round trip)."""
         dicom = d.get("dicom")
         if d.get("format") not in ("png", "jpeg", "tiff", "dicom", "nifti"):
@@ -136,9 +135,7 @@ def _unsigned_to_unit(arr: np.ndarray, bits: int) -> np.ndarray:
     return (arr.astype(np.float32) / np.float32(n)).astype(np.float32)
 
 
-def _float_to_unit(
-    arr: np.ndarray, path: Path
-) -> tuple[np.ndarray, tuple[float, float], tuple[str, ...]]:
+def _float_to_unit(arr: np.ndarray, path: Path) -> tuple[np.ndarray, tuple[float, float], tuple[str, ...]]:
     """Float samples -> [0, 1]: kept when already inside, else scaled by their own (min, max)."""
     a = arr.astype(np.float64)
     if not np.all(np.isfinite(a)):

@@ -13,7 +13,6 @@ from PIL import Image
 from ldsr.io.files import ImageError, _one_line
 from ldsr.io.meta import _PIL_NAMES, Frame, ImageFormat, ImageMeta, _unsigned_to_unit
 
-
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Colour type -> samples per pixel: grey, RGB, grey + alpha, RGBA (palette, type 3, is left to Pillow).
 _PNG_SAMPLES = {0: 1, 2: 3, 4: 2, 6: 4}

@@ -52,9 +52,7 @@ def _read_tiff(path: Path) -> list[Frame]:
         bits = 32
         x, value_range, extra = _float_to_unit(stack, path)
     else:
-        raise ImageError(
-            path, f"unsupported TIFF sample type {stack.dtype} (supported: uint8, uint16, float16/32/64)"
-        )
+        raise ImageError(path, f"unsupported TIFF sample type {stack.dtype} (supported: uint8, uint16, float16/32/64)")
     base = ImageMeta(
         path=str(path),
         format="tiff",

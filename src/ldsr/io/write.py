@@ -34,9 +34,7 @@ def _as_unit_hwc(image: np.ndarray) -> np.ndarray:
     return np.clip(x, 0.0, 1.0)
 
 
-def _resolve_bit_depth(
-    fmt: ImageFormat, explicit: int | None, meta: ImageMeta | None, image: np.ndarray
-) -> int:
+def _resolve_bit_depth(fmt: ImageFormat, explicit: int | None, meta: ImageMeta | None, image: np.ndarray) -> int:
     """Explicit argument, else the source's depth (float sources: float32 TIFF / 16-bit PNG), else the
     input array's (16 for uint16) or 8. JPEG is always 8-bit; an explicit 16 for JPEG is an error."""
     allowed = {"png": (8, 16), "jpeg": (8,), "tiff": (8, 16, 32)}[fmt]

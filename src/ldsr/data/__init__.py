@@ -1,0 +1,1 @@
+"""Images in, training pairs out: degradations, resizing, datasets (numpy; torch only in datasets)."""

@@ -1,0 +1,40 @@
+"""The `data:` section of a run config (torch-free, so `ldsr.config` imports it cheaply)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ldsr.data.splits import SplitChoice
+
+
+@dataclass
+class DataConfig:
+    """The `data:` section of a run config."""
+
+    train: list[str] = field(default_factory=list)  # HR image folders / files (recursive)
+    val: list[str] = field(default_factory=list)  # validation folders / files; empty: the train sources
+    split: SplitChoice = "train"  # docs/DATA_SPLITS.md subset of the train sources (unknown data sets: kept)
+    val_split: SplitChoice = "test"  # subset of the validation sources
+    hr_size: int = 128  # HR crop side; a multiple of the scale
+    degradation: str = "bsrgan"  # ldsr.data.degrade preset for on-the-fly LR (HR-folder mode)
+    val_degradation: str | None = None  # preset for validation LR; None: same as `degradation`
+    paired: str | None = None  # an `ldsr degrade` output folder (hr/, lr/): train on its fixed pairs instead
+    flips: bool = True  # random horizontal / vertical flips
+    rot90: bool = False  # random 90-degree rotations
+    num_workers: int = 0  # DataLoader worker processes
+    val_count: int = 4  # validation images (centre crops), spread evenly over the sorted validation files
+    frames: Literal["middle", "all"] = "middle"  # multi-frame DICOM / NIfTI / TIFF: middle frame or every one
+    nifti_axis: Literal[0, 1, 2] = 2  # NIfTI slicing axis (0 sagittal, 1 coronal, 2 axial)
+    cache: bool = True  # keep decoded images in memory (uint8 / uint16) ...
+    cache_max_mb: int = 2048  # ... up to this many MB per process
+    # Resize every HR image (MATLAB bicubic, antialiased) so that its shorter side is this many pixels before
+    # cropping; 0: off. E.g. 150 for the Kather 2016 tiles in ../shared/data, stored upsampled to 224.
+    resize: int = 0
+
+    def __post_init__(self) -> None:
+        if self.hr_size < 8:
+            raise ValueError(f"data.hr_size must be >= 8, got {self.hr_size}")
+        for name in ("num_workers", "val_count", "cache_max_mb", "resize"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"data.{name} must be >= 0, got {getattr(self, name)}")

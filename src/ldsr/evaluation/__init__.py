@@ -1,0 +1,1 @@
+"""Metric maps, the evaluate report and its figures."""

@@ -1,0 +1,346 @@
+"""Diffusion super-resolution models.
+
+`LatentSR`: the denoiser works on the latent of a frozen autoencoder (Rombach et al. 2022, concat mode); the
+condition is the LR image resized to the latent grid and concatenated with the noisy HR latent.
+`PixelSR`: SR3 (Saharia et al. 2021); the denoiser works on HR pixels; the condition is the bicubic-upsampled LR.
+With `residual=True` either model diffuses the residual between the HR target and the bicubic-upsampled LR
+(SRDiff, Li et al. 2022) instead of the target itself: the chain only has to produce the high frequencies that
+bicubic lacks, and a zero residual gives the bicubic image (in pixel space exactly; in latent space the
+autoencoder's reconstruction of it). In latent space the residual is z(HR) - z(bicubic(LR)), and z(bicubic(LR))
+joins the condition.
+Both follow the Model protocol of docs/ARCHITECTURE.md (`training_loss`, `predict`, `config_dict`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal, Protocol, get_args
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ldsr.diffusion.objective import LOSSES, PREDICTIONS, LossName, Prediction, diffusion_loss
+from ldsr.diffusion.sampling import SAMPLERS, SamplerName, sample
+from ldsr.diffusion.schedules import ScheduleName, alphas_cumprod, betas_for
+from ldsr.models.tiling import decode_tiled
+from ldsr.models.unets import UNET_DOWNSAMPLING, UNET_PRESETS
+
+Space = Literal["latent", "pixel"]
+SPACES: tuple[str, ...] = get_args(Space)
+VALIDATION_SEED = 0  # predict() draws from a fixed seed so validation metrics are comparable across steps
+
+
+@dataclass
+class SRConfig:
+    """Diffusion SR model. `autoencoder` is the checkpoint path of a trained autoencoder (latent space only)."""
+
+    space: Space = "latent"
+    unet: str = "small"  # key of ldsr.models.unets.UNET_PRESETS
+    schedule: ScheduleName = "cosine"
+    timesteps: int = 2000  # T; the thesis uses 2000 for SR
+    prediction: Prediction = "epsilon"
+    loss: LossName = "smooth_l1"  # the thesis's training loss
+    autoencoder: str | None = None
+    sampler: SamplerName = "dpmpp"  # default sampler of predict() and upscale()
+    steps: int = 50
+    eta: float = 0.0
+    # Draws averaged into one SR image by default (`ldsr upscale`, `ldsr evaluate`): their mean estimates the
+    # posterior mean E[x | LR], which trades the sampled detail for PSNR (the perception-distortion trade-off).
+    samples: int = 1
+    residual: bool = False  # diffuse target - base, base = bicubic(LR) (pixel) or z(bicubic(LR)) (latent)
+    residual_scale: float = 1.0  # multiplies the residual so its std is ~1 (measure it: scripts/residual_std.py)
+    init_from: str | None = None  # training starts the UNet from this SR checkpoint's EMA weights (fine-tuning)
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first invalid field."""
+        choices = {
+            "space": SPACES,
+            "unet": tuple(UNET_PRESETS),
+            "prediction": PREDICTIONS,
+            "loss": LOSSES,
+            "sampler": SAMPLERS,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"sr.{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
+        betas_for(self.schedule, self.timesteps)  # raises on an unknown schedule or T < 1
+        if self.steps < 1:
+            raise ValueError(f"sr.steps must be >= 1, got {self.steps}")
+        if self.samples < 1:
+            raise ValueError(f"sr.samples must be >= 1, got {self.samples}")
+        if not self.residual_scale > 0:
+            raise ValueError(f"sr.residual_scale must be > 0, got {self.residual_scale}")
+
+
+class AutoencoderLike(Protocol):
+    """What LatentSR needs of ldsr.models.autoencoder.Autoencoder (see docs/ARCHITECTURE.md)."""
+
+    factor: int
+    latent_channels: int
+    in_channels: int
+
+    def encode(self, x: torch.Tensor, *, streamed: bool = False) -> torch.Tensor: ...
+    def decode(self, z: torch.Tensor, *, streamed: bool = False) -> torch.Tensor: ...
+
+
+def _check_batch(hr: torch.Tensor, lr: torch.Tensor, scale: int) -> None:
+    if hr.ndim != 4 or lr.ndim != 4 or hr.shape[:2] != lr.shape[:2]:
+        raise ValueError(f"expected hr (N, C, H, W) and lr (N, C, H/s, W/s), got {tuple(hr.shape)}, {tuple(lr.shape)}")
+    if hr.shape[-2] != lr.shape[-2] * scale or hr.shape[-1] != lr.shape[-1] * scale:
+        raise ValueError(f"hr {tuple(hr.shape[-2:])} is not scale={scale} times lr {tuple(lr.shape[-2:])}")
+
+
+def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bicubic resize (align_corners=False) to `size`, antialiased when shrinking; identity when equal."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    shrink = size[0] < x.shape[-2] or size[1] < x.shape[-1]
+    return F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=shrink)
+
+
+class _DiffusionSR(nn.Module):
+    """Shared machinery: the denoiser `unet`, the betas buffer, the objective and the sampler calls."""
+
+    clip_denoised: bool
+
+    def __init__(self, cfg: SRConfig, unet: nn.Module, channels: int, scale: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.channels = channels
+        self.scale = scale
+        self.unet = unet
+        betas = betas_for(cfg.schedule, cfg.timesteps)  # (T,) float64
+        # Recomputed from the config, so not stored in checkpoints (persistent=False).
+        self.register_buffer("betas", betas, persistent=False)
+        self.register_buffer("alphas_cumprod", alphas_cumprod(betas).float(), persistent=False)
+
+    # --- per-space hooks -------------------------------------------------------------------------------------------
+    def _target(self, hr: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _condition(self, lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _target_shape(self, lr: torch.Tensor) -> tuple[int, int, int, int]:
+        raise NotImplementedError
+
+    def _to_image(self, x0: torch.Tensor, decode_tile: int = 0) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _base(self, lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """What a residual model adds its residual to, on the denoiser grid `size`."""
+        raise NotImplementedError
+
+    # --- shared ----------------------------------------------------------------------------------------------------
+    def _check_grid(self, size: tuple[int, ...]) -> None:
+        """The UNet halves its grid len(levels) - 1 times: the denoiser's H and W must be multiples of that."""
+        d = UNET_DOWNSAMPLING.get(self.cfg.unet, 1)
+        if size[0] % d or size[1] % d:
+            raise ValueError(
+                f"denoiser grid {tuple(size)} must be divisible by {d} for unet={self.cfg.unet!r} "
+                f"(choose an HR size that is a multiple of {d * getattr(self, 'factor', 1)})"
+            )
+
+    def net(self, x_in: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The denoiser as the objective and samplers see it: (N, C + C_cond, h, w), (N,) -> (N, C, h, w)."""
+        return self.unet(x_in, t).sample
+
+    def training_loss(
+        self, batch: dict[str, torch.Tensor], *, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Diffusion loss on batch["hr"] conditioned on batch["lr"]."""
+        hr, lr = batch["hr"], batch["lr"]
+        _check_batch(hr, lr, self.scale)
+        x0 = self._target(hr)
+        size = (x0.shape[-2], x0.shape[-1])
+        self._check_grid(size)
+        cond = self._condition(lr, size)
+        if self.cfg.residual:
+            base = self._base(lr, size)
+            x0 = (x0 - base) * self.cfg.residual_scale  # the residual, ~unit std
+            cond = self._residual_condition(cond, base)
+        loss = diffusion_loss(
+            self.net,
+            x0,
+            cond,
+            alphas_cumprod=self.alphas_cumprod,
+            prediction=self.cfg.prediction,
+            loss=self.cfg.loss,
+            generator=generator,
+        )
+        return loss, {"loss": float(loss.detach())}
+
+    @torch.no_grad()
+    def predict(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """SR of batch["lr"] with the configured fast sampler and a fixed seed: (N, C, H, W) in [-1, 1]."""
+        return self.upscale(batch["lr"], generator=torch.Generator().manual_seed(VALIDATION_SEED))[0]
+
+    @torch.no_grad()
+    def upscale(
+        self,
+        lr: torch.Tensor,
+        *,
+        sampler: SamplerName | None = None,
+        steps: int | None = None,
+        eta: float | None = None,
+        generator: torch.Generator | None = None,
+        samples: int = 1,
+        progress: bool = False,
+        decode_tile: int = 0,
+    ) -> torch.Tensor:
+        """`samples` SR draws of lr (N, C, h, w) in [-1, 1] -> (samples, N, C, h*scale, w*scale) in [-1, 1].
+
+        Draws are sequential (draw k starts from the generator state after draw k-1), so memory stays that of one.
+        `sampler`, `steps`, `eta` default to the config's. `decode_tile` > 0 decodes a latent in tiles of that
+        many latent positions (plus DECODE_HALO of context, image-wide GroupNorm statistics; ldsr.models.tiling),
+        bounding
+        the decoder's memory; pixel models ignore it.
+        """
+        if lr.ndim != 4 or lr.shape[1] != self.channels:
+            raise ValueError(f"lr must be (N, {self.channels}, h, w), got {tuple(lr.shape)}")
+        if samples < 1:
+            raise ValueError(f"samples must be >= 1, got {samples}")
+        if decode_tile < 0:
+            raise ValueError(f"decode_tile must be >= 0 latent positions (0: the whole latent), got {decode_tile}")
+        shape = self._target_shape(lr)  # (N, C_x, H_x, W_x): latent or pixel grid
+        self._check_grid(shape[-2:])
+        size = (shape[-2], shape[-1])
+        cond = self._condition(lr, size)
+        base = self._base(lr, size) if self.cfg.residual else None
+        if base is not None:
+            cond = self._residual_condition(cond, base)
+        clip = self.clip_denoised and base is None  # a residual is not bounded to [-1, 1]
+        draws = []
+        for _ in range(samples):
+            x0 = sample(
+                self.net,
+                cond,
+                shape,
+                betas=self.betas,
+                sampler=self.cfg.sampler if sampler is None else sampler,
+                steps=self.cfg.steps if steps is None else steps,
+                eta=self.cfg.eta if eta is None else eta,
+                prediction=self.cfg.prediction,
+                clip_denoised=clip,
+                generator=generator,
+                progress=progress,
+            )
+            if base is not None:
+                x0 = base + x0 / self.cfg.residual_scale
+            draws.append(self._to_image(x0, decode_tile).clamp(-1.0, 1.0))
+        return torch.stack(draws)  # (samples, N, C, H, W)
+
+    def _residual_condition(self, cond: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+        return cond
+
+    def config_dict(self) -> dict:
+        """The resolved SRConfig (what a checkpoint stores)."""
+        return dataclasses.asdict(self.cfg)
+
+
+# Latent positions of context around each decoded tile: the tiny autoencoder's decoder is exact from 12 on
+# (tests/test_tiling.py); 16 leaves room for deeper decoders.
+DECODE_HALO = 16
+
+
+class LatentSR(_DiffusionSR):
+    """Latent diffusion SR: UNet on cat([z_t, LR resized to the latent grid]); a frozen autoencoder maps z <-> x."""
+
+    clip_denoised = False  # latents are not bounded to [-1, 1]
+
+    def __init__(self, cfg: SRConfig, autoencoder: nn.Module, unet: nn.Module, channels: int, scale: int) -> None:
+        super().__init__(cfg, unet, channels, scale)
+        self.autoencoder = autoencoder.eval().requires_grad_(False)
+        self.factor = int(autoencoder.factor)
+        self.latent_channels = int(autoencoder.latent_channels)
+
+    def train(self, mode: bool = True) -> LatentSR:
+        """Train mode for the UNet only; the autoencoder stays in eval mode."""
+        super().train(mode)
+        self.autoencoder.eval()
+        return self
+
+    def _target(self, hr: torch.Tensor) -> torch.Tensor:
+        if hr.shape[-2] % self.factor or hr.shape[-1] % self.factor:
+            raise ValueError(
+                f"HR size {tuple(hr.shape[-2:])} must be divisible by the autoencoder factor {self.factor}"
+            )
+        with torch.no_grad():
+            return self.autoencoder.encode(hr)  # (N, c_z, H/f, W/f), already times scale_factor
+
+    def _condition(self, lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        # (N, C, H/s, W/s) -> (N, C, H/f, W/f): identity when s == f, bicubic otherwise.
+        return resize(lr, size)
+
+    def _target_shape(self, lr: torch.Tensor) -> tuple[int, int, int, int]:
+        H, W = lr.shape[-2] * self.scale, lr.shape[-1] * self.scale
+        if H % self.factor or W % self.factor:
+            raise ValueError(
+                f"HR size {(H, W)} (lr x{self.scale}) must be divisible by the autoencoder factor {self.factor}"
+            )
+        return (lr.shape[0], self.latent_channels, H // self.factor, W // self.factor)
+
+    def _to_image(self, x0: torch.Tensor, decode_tile: int = 0) -> torch.Tensor:
+        if decode_tile > 0:  # peak memory of one tile's decode instead of the whole image's (ldsr.models.tiling)
+            norms = [m for m in self.autoencoder.modules() if isinstance(m, nn.GroupNorm)]
+            return decode_tiled(self.autoencoder.decode, x0, factor=self.factor, tile=decode_tile, halo=DECODE_HALO,
+                                norms=norms)  # fmt: skip
+        return self.autoencoder.decode(x0, streamed=True)  # (N, C, H, W); exact, less memory (ldsr.models.streaming)
+
+    def _base(self, lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        hr_size = (size[0] * self.factor, size[1] * self.factor)
+        with torch.no_grad():
+            return self.autoencoder.encode(resize(lr, hr_size).clamp(-1.0, 1.0), streamed=True)  # (N, c_z, H/f, W/f)
+
+    def _residual_condition(self, cond: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+        return torch.cat([cond, base], dim=1)  # (N, C + c_z, H/f, W/f): LR and the latent of bicubic(LR)
+
+    def autoencoder_config(self) -> dict | None:
+        """The frozen autoencoder's own config_dict() (to rebuild it from a self-contained checkpoint), if any."""
+        fn = getattr(self.autoencoder, "config_dict", None)
+        return fn() if callable(fn) else None
+
+
+class PixelSR(_DiffusionSR):
+    """SR3: UNet on cat([x_t, bicubic(LR)]) at HR resolution."""
+
+    clip_denoised = True  # pixels live in [-1, 1]
+
+    def _target(self, hr: torch.Tensor) -> torch.Tensor:
+        return hr
+
+    def _condition(self, lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return resize(lr, size).clamp(-1.0, 1.0)  # (N, C, H, W); bicubic overshoots, hence the clamp
+
+    def _target_shape(self, lr: torch.Tensor) -> tuple[int, int, int, int]:
+        return (lr.shape[0], self.channels, lr.shape[-2] * self.scale, lr.shape[-1] * self.scale)
+
+    def _to_image(self, x0: torch.Tensor, decode_tile: int = 0) -> torch.Tensor:
+        return x0  # pixel space: nothing to decode
+
+    def _base(self, lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return self._condition(lr, size)  # bicubic(LR), (N, C, H, W)
+
+
+def build_model(cfg: SRConfig, channels: int, scale: int, autoencoder: nn.Module | None = None) -> LatentSR | PixelSR:
+    """LatentSR (needs a trained `autoencoder`, frozen here) or PixelSR from `cfg`, with a fresh UNet."""
+    cfg.validate()
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+        raise ValueError(f"scale must be an integer >= 1, got {scale!r}")
+    make_unet = UNET_PRESETS[cfg.unet]
+    if cfg.space == "pixel":
+        return PixelSR(cfg, make_unet(2 * channels, channels, 256), channels, scale)
+    if autoencoder is None:
+        hint = f" (load the checkpoint sr.autoencoder={cfg.autoencoder!r} and pass it)" if cfg.autoencoder else ""
+        raise ValueError(f"sr.space='latent' needs a trained autoencoder: build_model(..., autoencoder=...){hint}")
+    if int(autoencoder.in_channels) != channels:
+        raise ValueError(f"autoencoder has {autoencoder.in_channels} image channels, the data has {channels}")
+    c_z = int(autoencoder.latent_channels)
+    # UNet input: noisy latent (c_z) ++ LR on the latent grid (channels) [++ z(bicubic(LR)) (c_z) if residual];
+    # output: the prediction for the latent (or its residual).
+    c_in = c_z + channels + (c_z if cfg.residual else 0)
+    return LatentSR(cfg, autoencoder, make_unet(c_in, c_z, 64), channels, scale)

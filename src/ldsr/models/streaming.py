@@ -1,0 +1,355 @@
+"""Streamed autoencoding: the encoder and decoder run layer by layer in row strips (exact, ~1 feature map of memory).
+
+A convolutional autoencoder's peak memory is set by its full-resolution layers, and a plain forward holds several
+full-size temporaries per residual block: the GroupNorm output, the activation, each convolution's output, the
+nearest-upsampled map before the up-sampler's convolution. Here every feature map is a list of row strips and
+each layer is computed strip by strip:
+
+    GroupNorm(x):       statistics (mean, var) per (sample, group), combined from the strips' moments;
+    conv(act(norm(x))): every output row strip [r0, r1) from input rows [r0 s - p, (r1 - 1) s + k - p) (stride s,
+                        kernel k, padding p; zero rows past the border), normalised and activated strip by strip;
+    upsample + conv:    the strip's input rows are upsampled (nearest, x2) just before its convolution;
+    residual block:     out = (shortcut(x) + conv2(act(norm2(h)))) / s with h = conv1(act(norm1(x))), added into
+                        x's strips when the shortcut is the identity; otherwise conv1 and the 1x1 shortcut read x
+                        in one pass.
+
+A pass frees each input strip as soon as no later output strip reads it, so a layer holds about its output plus
+what is left of its input: the peak is about one full-resolution map (two for an identity residual block) plus a
+few strips, against about five maps for the plain forward. GroupNorm needs the whole map's statistics before the
+first strip is normalised, so each map is read twice (statistics, then strips); the convolutions cost what they
+cost in the plain forward. The mid-blocks (residual blocks and self-attention at the latent's resolution, f^2
+times smaller) run unchanged. Supported: diffusers' ``Decoder`` / ``Encoder`` with GroupNorm
+(``norm_type="group"``), ``UpDecoderBlock2D`` / ``DownEncoderBlock2D`` blocks (the autoencoders of
+``ldsr.models.autoencoder``); `supports_streaming` says whether a module qualifies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+STRIP_ELEMENTS = 1 << 19  # elements per row strip (2 MB in fp32): rows = this // (N C W), at least 2
+
+Rows = Callable[[int, int], torch.Tensor]  # (a, b) -> rows [a, b) of a convolution's input, (N, C, b - a, W)
+
+
+class _Map:
+    """A feature map (N, C, H, W) held as row strips, so that strips no later layer needs can be freed early."""
+
+    def __init__(self, strips: list[torch.Tensor]) -> None:
+        self.strips: list[torch.Tensor | None] = list(strips)
+        self.bounds: list[tuple[int, int]] = []
+        r = 0
+        for t in strips:
+            self.bounds.append((r, r + t.shape[2]))
+            r += t.shape[2]
+        self.height = r
+
+    @classmethod
+    def split(cls, x: torch.Tensor) -> _Map:
+        return cls(list(x.split(_strip_rows(x.shape[0], x.shape[1], x.shape[3]), dim=2)))
+
+    def rows(self, a: int, b: int) -> torch.Tensor:
+        """Rows [a, b) (a view when they lie in one strip)."""
+        parts = []
+        for (lo, hi), t in zip(self.bounds, self.strips):
+            if hi > a and lo < b:
+                if t is None:
+                    raise RuntimeError(f"rows [{a}, {b}) were already freed")  # a bug in the pass order
+                parts.append(t[:, :, max(a, lo) - lo : min(b, hi) - lo])
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
+
+    def free_below(self, row: int) -> None:
+        """Drop every strip whose rows all come before `row` (no later output strip of the pass reads them)."""
+        for i, (_, hi) in enumerate(self.bounds):
+            if hi <= row:
+                self.strips[i] = None
+
+    def stats(self, groups: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and (biased) variance per (sample, group), each (N, G): strip moments combined in float64."""
+        s1 = s2 = None
+        count = 0
+        for t in self.strips:
+            assert t is not None
+            n = t.shape[0]
+            var, mean = torch.var_mean(t.reshape(n, groups, -1).float(), dim=-1, unbiased=False)  # (N, G)
+            k = t[0, 0].numel() * (t.shape[1] // groups)
+            m, v = mean.double(), var.double()
+            s1 = k * m if s1 is None else s1 + k * m
+            s2 = k * (v + m * m) if s2 is None else s2 + k * (v + m * m)
+            count += k
+        assert s1 is not None and s2 is not None
+        mean = s1 / count
+        return mean, (s2 / count - mean * mean).clamp_min(0.0)
+
+    def full(self) -> torch.Tensor:
+        return torch.cat([t for t in self.strips if t is not None], dim=2)
+
+
+def _strip_rows(n: int, c: int, w: int) -> int:
+    return max(2, STRIP_ELEMENTS // max(1, n * c * w))
+
+
+def _plain_resnet(r: nn.Module) -> bool:
+    from diffusers.models.resnet import ResnetBlock2D
+
+    return (type(r) is ResnetBlock2D and r.time_emb_proj is None and r.upsample is None and r.downsample is None
+            and isinstance(r.nonlinearity, nn.SiLU) and isinstance(r.norm1, nn.GroupNorm)
+            and isinstance(r.norm2, nn.GroupNorm))  # fmt: skip
+
+
+def _supports_decoder(decoder: nn.Module) -> bool:
+    from diffusers.models.autoencoders.vae import Decoder
+    from diffusers.models.unets.unet_2d_blocks import UpDecoderBlock2D
+    from diffusers.models.upsampling import Upsample2D
+
+    if type(decoder) is not Decoder or not isinstance(decoder.conv_norm_out, nn.GroupNorm):
+        return False
+    if not isinstance(decoder.conv_act, nn.SiLU):
+        return False
+    for block in decoder.up_blocks:
+        if type(block) is not UpDecoderBlock2D or not all(_plain_resnet(r) for r in block.resnets):
+            return False
+        for u in block.upsamplers or ():
+            if (
+                type(u) is not Upsample2D
+                or not (u.use_conv and u.interpolate)
+                or u.use_conv_transpose
+                or u.norm is not None
+            ):
+                return False
+    return True
+
+
+def supports_streaming(module: nn.Module) -> bool:
+    """True for a diffusers ``Decoder`` or ``Encoder`` whose layers streaming knows (GroupNorm, SiLU, resnets,
+    nearest x2 / stride-2 convolutions); False for anything else, including a diffusers release whose module
+    layout differs (the plain forward is then used)."""
+    try:
+        return _supports_decoder(module) or _supports_encoder(module)
+    except (ImportError, AttributeError):
+        return False
+
+
+Affine = tuple[torch.Tensor, torch.Tensor]  # per-channel (scale, shift), each (N, C, 1, 1) float32
+
+
+def _affine(gn: nn.GroupNorm, stats: tuple[torch.Tensor, torch.Tensor]) -> Affine:
+    """GroupNorm(x) = x * scale + shift per (sample, channel), from the map's group statistics (N, G)."""
+    mean, var = stats
+    n, c, g = mean.shape[0], gn.num_channels, gn.num_groups
+    rstd = torch.rsqrt(var + gn.eps)  # (N, G), float64
+    scale = rstd.repeat_interleave(c // g, dim=1)  # (N, C)
+    shift = -mean.repeat_interleave(c // g, dim=1) * scale
+    if gn.affine:
+        w, b = gn.weight.double(), gn.bias.double()
+        scale, shift = scale * w, shift * w + b
+    return scale.float().view(n, c, 1, 1), shift.float().view(n, c, 1, 1)
+
+
+def _norm_act(x: torch.Tensor, affine: Affine) -> torch.Tensor:
+    """silu(GroupNorm(x)) of a strip x (N, C, rows, W) with the whole map's statistics, in one fused pass (fp32, as
+    GroupNorm under autocast) plus an in-place SiLU."""
+    scale, shift = affine
+    return F.silu(torch.addcmul(shift, x.float(), scale), inplace=True).to(x.dtype)
+
+
+def _conv_strip(
+    conv: nn.Conv2d, rows: Rows, height: int, r0: int, r1: int, pad: tuple[int, int, int, int] | None = None
+) -> torch.Tensor:
+    """Output rows [r0, r1) of `conv` (stride s, kernel k) over a virtual input of `height` rows given by `rows`,
+    zero-padded by `pad` = (left, right, top, bottom) (default: the conv's own symmetric padding).
+
+    Output row r reads padded rows [r s, r s + k), i.e. input rows [r s - top, r s + k - top)."""
+    s, k = conv.stride[0], conv.kernel_size[0]
+    if pad is None:
+        p, q = conv.padding  # type: ignore[misc]
+        pad = (q, q, p, p)
+    left, right, top, _ = pad
+    lo, hi = r0 * s - top, (r1 - 1) * s + k - top
+    a, b = max(lo, 0), min(hi, height)
+    x = F.pad(rows(a, b), (left, right, a - lo, hi - b))  # zero rows / columns where the padding would be
+    return F.conv2d(x, conv.weight, conv.bias, stride=s)  # (N, C_out, r1 - r0, W_out)
+
+
+def _check_conv(conv: nn.Conv2d, stride: int = 1) -> None:
+    k, p = conv.kernel_size, conv.padding
+    if (conv.stride != (stride, stride) or conv.dilation != (1, 1) or conv.groups != 1 or conv.padding_mode != "zeros"
+            or isinstance(p, str) or k[0] != k[1] or (stride == 1 and k[0] != 2 * p[0] + 1)):  # fmt: skip
+        raise ValueError(f"streaming supports zero-padded convolutions with stride {stride} here, not {conv}")
+
+
+def _norm_conv(
+    conv: nn.Conv2d, gn: nn.GroupNorm, x: _Map, free: bool, shortcut: nn.Conv2d | None = None
+) -> tuple[_Map, _Map | None]:
+    """conv(silu(gn(x))) strip by strip, and `shortcut(x)` (1x1) in the same pass; with `free`, x's strips are
+    dropped as soon as the pass is past them."""
+    _check_conv(conv)
+    affine = _affine(gn, x.stats(gn.num_groups))
+    p = conv.padding[0]  # type: ignore[index]
+    out, side = [], []
+    for r0, r1 in x.bounds:
+        out.append(_conv_strip(conv, lambda a, b: _norm_act(x.rows(a, b), affine), x.height, r0, r1))
+        if shortcut is not None:
+            side.append(_conv_strip(shortcut, x.rows, x.height, r0, r1))
+        if free:
+            x.free_below(r1 - p)  # the next strip reads rows from r1 - p on
+    return _Map(out), (_Map(side) if shortcut is not None else None)
+
+
+def _resnet(block: nn.Module, x: _Map) -> _Map:
+    """ResnetBlock2D without time embedding; x is consumed (its strips are freed or overwritten).
+
+    Identity shortcut: out = x + conv2(...), accumulated into x's strips (peak: x and h). Otherwise conv1 and the
+    shortcut read x in one pass that frees x behind it (peak: about one x)."""
+    shortcut = block.conv_shortcut
+    if shortcut is not None:
+        _check_conv(shortcut)
+    h, side = _norm_conv(block.conv1, block.norm1, x, free=shortcut is not None, shortcut=shortcut)  # (N, C', H, W)
+    out = x if side is None else side
+    affine = _affine(block.norm2, h.stats(block.norm2.num_groups))
+    p = block.conv2.padding[0]
+    _check_conv(block.conv2)
+    for i, (r0, r1) in enumerate(out.bounds):
+        y = _conv_strip(block.conv2, lambda a, b: _norm_act(h.rows(a, b), affine), h.height, r0, r1)
+        t = out.strips[i]
+        assert t is not None
+        t += y
+        if block.output_scale_factor != 1:
+            t /= block.output_scale_factor
+        h.free_below(r1 - p)
+    return out
+
+
+def _upsample(up: nn.Module, x: _Map) -> _Map:
+    """Upsample2D: nearest x2 then conv, (N, C, H, W) -> (N, C, 2H, 2W), never holding the (N, C, 2H, 2W)
+    upsampled map; x's strips are freed behind the pass."""
+    _check_conv(up.conv)
+    p = up.conv.padding[0]
+    first = next(t for t in x.strips if t is not None)
+    n, c, w2 = first.shape[0], first.shape[1], 2 * first.shape[3]
+    height = 2 * x.height
+
+    def rows(a: int, b: int) -> torch.Tensor:  # rows [a, b) of the nearest-x2 map: input rows a//2 ... (b-1)//2
+        lo = a // 2
+        u = F.interpolate(x.rows(lo, (b - 1) // 2 + 1), scale_factor=2.0, mode="nearest")
+        return u[:, :, a - 2 * lo : b - 2 * lo]
+
+    step = _strip_rows(n, max(c, up.conv.out_channels), w2)
+    out = []
+    for r0 in range(0, height, step):
+        r1 = min(r0 + step, height)
+        out.append(_conv_strip(up.conv, rows, height, r0, r1))
+        x.free_below((r1 - p) // 2)  # the next strip reads upsampled rows from r1 - p on
+    return _Map(out)
+
+
+def _downsample(down: nn.Module, x: _Map) -> _Map:
+    """Downsample2D: 3x3 stride-2 conv, after a (0, 1, 0, 1) zero pad when its padding is 0 (diffusers' encoders);
+    x's strips are freed behind the pass."""
+    conv = down.conv
+    _check_conv(conv, stride=2)
+    k = conv.kernel_size[0]
+    p = conv.padding[0]
+    if down.padding == 0:  # F.pad(x, (0, 1, 0, 1)), then conv without padding
+        pad = (0, 1, 0, 1)
+    else:
+        pad = (p, p, p, p)
+    left, right, top, bottom = pad
+    first = next(t for t in x.strips if t is not None)
+    n, c, w = first.shape[0], first.shape[1], first.shape[3]
+    height = (x.height + top + bottom - k) // 2 + 1
+    w_out = (w + left + right - k) // 2 + 1
+    step = _strip_rows(n, max(c, conv.out_channels), w_out)
+    out = []
+    for r0 in range(0, height, step):
+        r1 = min(r0 + step, height)
+        out.append(_conv_strip(conv, x.rows, x.height, r0, r1, pad=pad))
+        x.free_below(r1 * 2 - top)  # the next strip reads input rows from r1 s - top on
+    return _Map(out)
+
+
+def _supports_encoder(encoder: nn.Module) -> bool:
+    from diffusers.models.autoencoders.vae import Encoder
+    from diffusers.models.downsampling import Downsample2D
+    from diffusers.models.unets.unet_2d_blocks import DownEncoderBlock2D
+
+    if type(encoder) is not Encoder:
+        return False
+    for block in encoder.down_blocks:
+        if type(block) is not DownEncoderBlock2D or not all(_plain_resnet(r) for r in block.resnets):
+            return False
+        for d in block.downsamplers or ():
+            if type(d) is not Downsample2D or not d.use_conv or d.norm is not None:
+                return False
+    return True
+
+
+def encode_streamed(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The diffusers ``Encoder`` forward of x (N, C, H, W) -> (N, c, H/f, W/f), streamed in row strips: conv_in,
+    the down blocks' resnets and stride-2 convolutions strip by strip; the mid-block and output layers at the
+    latent's resolution unchanged."""
+    if not _supports_encoder(encoder):
+        raise ValueError(
+            f"encode_streamed supports diffusers' Encoder with GroupNorm down blocks, not {type(encoder).__name__}"
+        )
+    if encoder.training:
+        raise ValueError("encode_streamed is for inference: put the encoder in eval mode (dropout) first")
+    with torch.no_grad():
+        conv = encoder.conv_in
+        _check_conv(conv)
+        n, _, height, w = x.shape
+        step = _strip_rows(n, conv.out_channels, w)
+        h = _Map(
+            [
+                _conv_strip(conv, lambda a, b: x[:, :, a:b], height, r0, min(r0 + step, height))
+                for r0 in range(0, height, step)
+            ]
+        )  # (N, C_0, H, W)
+        for block in encoder.down_blocks:
+            for r in block.resnets:
+                h = _resnet(r, h)
+            for d in block.downsamplers or ():
+                h = _downsample(d, h)  # (N, C, H/2, W/2)
+        z = encoder.mid_block(h.full())  # (N, C_top, H/f, W/f)
+        return encoder.conv_out(encoder.conv_act(encoder.conv_norm_out(z)))
+
+
+def decode_streamed(decoder: nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """The diffusers ``Decoder`` forward of z (N, c, h, w) -> (N, C, h f, w f), streamed in row strips (module doc)."""
+    if not _supports_decoder(decoder):
+        raise ValueError(
+            f"decode_streamed supports diffusers' Decoder with GroupNorm up blocks, not {type(decoder).__name__}"
+        )
+    if decoder.training:
+        raise ValueError("decode_streamed is for inference: put the decoder in eval mode (dropout) first")
+    with torch.no_grad():
+        dtype = next(iter(decoder.up_blocks.parameters())).dtype
+        x = _Map.split(decoder.mid_block(decoder.conv_in(z), None).to(dtype))  # (N, C_top, h, w): latent grid
+        for block in decoder.up_blocks:
+            for r in block.resnets:
+                x = _resnet(r, x)
+            for u in block.upsamplers or ():
+                x = _upsample(u, x)  # (N, C, 2H, 2W)
+        return _norm_conv(decoder.conv_out, decoder.conv_norm_out, x, free=True)[0].full()  # (N, C_img, H, W)
+
+
+@contextlib.contextmanager
+def streamed(module: nn.Module) -> Iterator[bool]:
+    """Within the block a diffusers ``Decoder`` / ``Encoder`` `module(x)` runs streamed (`decode_streamed` /
+    `encode_streamed`) when it qualifies and is in eval mode; yields whether it does."""
+    if module.training or not supports_streaming(module):
+        yield False
+        return
+    if hasattr(module, "up_blocks"):  # a Decoder (supports_streaming accepted it)
+        module.forward = lambda z, latent_embeds=None: decode_streamed(module, z)  # type: ignore[method-assign]
+    else:
+        module.forward = lambda x: encode_streamed(module, x)  # type: ignore[method-assign]
+    try:
+        yield True
+    finally:
+        del module.forward

@@ -1,0 +1,1 @@
+"""The one training loop for every model, its config, EMA, RNG state, run log and checkpoints."""
