@@ -335,7 +335,7 @@ def test_help_shows_defaults() -> None:
 
     res = CliRunner().invoke(app, ["metrics", "--help"], env={"COLUMNS": "200"})
     assert res.exit_code == 0
-    for text in ("y-channel", "default: 4", "the scale", "gt bit depth", "default: metrics"):
+    for text in ("y-channel", "default: 4", "the scale", "gt bit depth", "print only, write nothing"):
         assert text in res.output, text
 
 
@@ -427,3 +427,174 @@ def test_metrics_folder_dicom_measures_stored_integers(tmp_path: Path) -> None:
     assert scores["sr.png"].psnr == math.inf
     window = float(dicom_u16().max() - dicom_u16().min())  # x = 0.01 of the window, in stored units
     assert 20 * math.log10(65535 / (0.01 * window)) - 1 < scores["off.png"].psnr < math.inf
+
+
+# ---------------------------------------------------------------------------------------- sharpness measures
+
+
+def _grey_fixture() -> np.ndarray:
+    """The central 96x96 of a real MRI slice, float64 in 0..255."""
+    g = load_u8(GREY[0]).astype(np.float64)
+    g = g if g.ndim == 2 else g[:, :, 0]
+    h, w = g.shape
+    return g[h // 2 - 48 : h // 2 + 48, w // 2 - 48 : w // 2 + 48]
+
+
+def test_blur_and_noise_move_the_sharpness_measures_the_right_way() -> None:
+    from scipy import ndimage
+
+    hr = _grey_fixture()
+    blurred = ndimage.gaussian_filter(hr, 1.2)
+    noised = np.clip(hr + np.random.default_rng(0).normal(0.0, 8.0, hr.shape), 0, 255)
+    kw = dict(data_range=255.0)
+    assert M.hfen(hr, hr, **kw) == 0.0 and M.gmsd(hr, hr, **kw) == 0.0
+    assert M.hf_energy_ratio(hr, hr, **kw) == pytest.approx(1.0, abs=1e-12)
+    # Blur: HF energy well below the reference's, HFEN and GMSD up.
+    assert M.hf_energy_ratio(blurred, hr, **kw) < 0.5
+    assert M.hfen(blurred, hr, **kw) > 0.2 and M.gmsd(blurred, hr, **kw) > 0.005
+    # Noise: HF energy above the reference's, HFEN and GMSD up.
+    assert M.hf_energy_ratio(noised, hr, **kw) > 1.2
+    assert M.hfen(noised, hr, **kw) > 0.2 and M.gmsd(noised, hr, **kw) > 0.005
+    # A stronger blur is worse on every measure.
+    more = ndimage.gaussian_filter(hr, 2.5)
+    assert M.hf_energy_ratio(more, hr, **kw) < M.hf_energy_ratio(blurred, hr, **kw)
+    assert M.hfen(more, hr, **kw) > M.hfen(blurred, hr, **kw)
+    assert M.gmsd(more, hr, **kw) > M.gmsd(blurred, hr, **kw)
+
+
+def test_sharpness_maps_shapes_and_exact_cases() -> None:
+    hr = _grey_fixture()[:40, :30]
+    kw = dict(data_range=255.0)
+    assert M.hfen_map(hr, hr, **kw).shape == (26, 16)  # valid region of the 15x15 LoG
+    assert M.gms_map(hr, hr, **kw).shape == (20, 15)
+    assert M.hf_energy_map(hr, hr, **kw).shape == (40, 30)
+    # The LoG sums to zero: an offset changes nothing; twice the image doubles the LoG, so HFEN is exactly 1.
+    assert M.log_kernel().sum() == pytest.approx(0.0, abs=1e-15)
+    assert M.hfen(hr + 7.0, hr, **kw) == pytest.approx(0.0, abs=1e-9)
+    assert M.hfen(2.0 * hr, hr, **kw) == pytest.approx(1.0, abs=1e-12)
+    # The HF ratio is a power ratio: a * image + b has a^2 times the power (means are removed).
+    assert M.hf_energy_ratio(2.0 * hr + 3.0, hr, **kw) == pytest.approx(4.0, rel=1e-12)
+    assert M.hf_energy_ratio(0.5 * hr, hr, **kw) == pytest.approx(0.25, rel=1e-12)
+    # GMS is 1 where both gradients agree, and T scales with data_range^2: 0..255 and [0, 1] agree.
+    np.testing.assert_allclose(M.gms_map(hr, hr, **kw), 1.0)
+    noisy = hr + np.random.default_rng(1).normal(0, 5, hr.shape)
+    assert M.gmsd(noisy / 255, hr / 255, data_range=1.0) == pytest.approx(M.gmsd(noisy, hr, **kw), rel=1e-9)
+    flat = np.full((20, 20), 3.0)
+    assert math.isnan(M.hfen(hr[:20, :20], flat, **kw)) and math.isnan(M.hf_energy_ratio(hr[:20, :20], flat, **kw))
+    with pytest.raises(ValueError, match="at least 15x15"):
+        M.hfen_map(hr[:14], hr[:14], **kw)
+
+
+def _gmsd_reference(x: np.ndarray, y: np.ndarray) -> float:
+    """The authors' MATLAB GMSD.m, line by line with scipy's convolve2d (0..255 images)."""
+    from scipy.signal import convolve2d
+
+    def same2(a: np.ndarray) -> np.ndarray:  # conv2(a, ones(2)/4, 'same') keeps rows/cols 2..end of 'full'
+        return convolve2d(a, np.full((2, 2), 0.25), mode="full")[1:, 1:]
+
+    dx = np.array([[1, 0, -1]] * 3) / 3.0
+    maps = []
+    for a in (x, y):
+        a = same2(a)[0::2, 0::2]
+        ix, iy = convolve2d(a, dx, mode="same"), convolve2d(a, dx.T, mode="same")
+        maps.append(np.sqrt(ix**2 + iy**2))
+    q = (2 * maps[0] * maps[1] + 170.0) / (maps[0] ** 2 + maps[1] ** 2 + 170.0)
+    return float(np.std(q, ddof=1))
+
+
+def _hfen_reference(x: np.ndarray, y: np.ndarray) -> float:
+    """fspecial('log', 15, 1.5) by its formula, correlation by explicit windows, valid region."""
+    r = np.arange(15) - 7.0
+    xx, yy = np.meshgrid(r, r)
+    g = np.exp(-(xx**2 + yy**2) / 4.5)
+    g /= g.sum()
+    h = g * (xx**2 + yy**2 - 4.5) / 1.5**4
+    h -= h.mean()
+    lx = np.array(
+        [[np.sum(x[i : i + 15, j : j + 15] * h) for j in range(x.shape[1] - 14)] for i in range(x.shape[0] - 14)]
+    )
+    ly = np.array(
+        [[np.sum(y[i : i + 15, j : j + 15] * h) for j in range(y.shape[1] - 14)] for i in range(y.shape[0] - 14)]
+    )
+    return float(np.linalg.norm(lx - ly) / np.linalg.norm(ly))
+
+
+def test_golden_values_on_a_tiny_case() -> None:
+    i, j = np.mgrid[0:17, 0:18].astype(np.float64)
+    gt = 128 + 60 * np.sin(i / 2.0) * np.cos(j / 3.0)  # (17, 18): odd height exercises GMSD's zero padding
+    pred = gt + 10 * np.cos(i + 2 * j)
+    assert M.gmsd(pred, gt, data_range=255) == pytest.approx(_gmsd_reference(pred, gt), rel=1e-12)
+    assert M.hfen(pred, gt, data_range=255) == pytest.approx(_hfen_reference(pred, gt), rel=1e-9)
+    # Frozen values (computed once by the references above; they guard against silent changes).
+    assert M.gmsd(pred, gt, data_range=255) == pytest.approx(1.91279600e-4, rel=1e-6)
+    assert M.hfen(pred, gt, data_range=255) == pytest.approx(1.33851790e-2, rel=1e-6)
+    assert M.hf_energy_ratio(pred, gt, data_range=255) == pytest.approx(1.13290541, rel=1e-6)
+
+
+def test_calibration_counts_errors_beyond_three_std() -> None:
+    gt = np.zeros((4, 4))
+    pred = np.zeros((4, 4))
+    pred[0, :] = [0.1, 0.31, 0.29, -0.5]  # |error| vs 3 x 0.1: out, out, in, out
+    std = np.full((4, 4), 0.1)
+    cmap = M.calibration_map(pred, gt, std, data_range=1.0)
+    np.testing.assert_array_equal(cmap[0], [0.0, 1.0, 0.0, 1.0])
+    assert float(cmap.mean()) == 2 / 16
+    assert float(M.calibration_map(pred, gt, std, data_range=1.0, k=1.0).mean()) == 3 / 16
+    # a per-channel std on RGB: the map is the share of channels outside their band
+    rgb = np.zeros((2, 2, 3))
+    err = rgb.copy()
+    err[0, 0] = [1.0, 0.0, 1.0]
+    assert M.calibration_map(err, rgb, np.full((2, 2, 3), 0.1), data_range=1.0)[0, 0] == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="predicted std has shape"):
+        M.calibration_map(pred, gt, np.ones((3, 3)), data_range=1.0)
+    with pytest.raises(ValueError, match="negative"):
+        M.calibration_map(pred, gt, -std, data_range=1.0)
+
+
+def test_cli_metrics_without_out_writes_nothing_and_shows_new_columns(tmp_path: Path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from ldsr.cli import app
+
+    (tmp_path / "in").mkdir()
+    pred_dir, gt_dir, pairs = make_pair_folders(tmp_path / "in")
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    res = CliRunner().invoke(app, ["metrics", "--pred", str(pred_dir), "--gt", str(gt_dir)])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written anywhere
+    assert "wrote" not in res.output
+    head = next(line for line in res.output.splitlines() if line.startswith("image"))
+    for col in ("PSNR (dB)", "SSIM", "HFEN", "GMSD", "HF ratio"):
+        assert col in head
+    assert ">3 std" not in head  # calibration only with --std
+    name = next(iter(pairs))
+    pred, gt = pairs[name]
+    row = next(line for line in res.output.splitlines() if line.startswith(name)).split()
+    want = M.hfen(pred, gt, data_range=255, crop_border=4, y_channel=True)
+    assert float(row[3]) == pytest.approx(want, abs=1e-4)
+
+
+def test_metrics_folder_calibration_from_std_maps(tmp_path: Path) -> None:
+    pred_dir, gt_dir, pairs = make_pair_folders(tmp_path)
+    std_dir = tmp_path / "std"
+    for name, (pred, _) in pairs.items():
+        # std maps as `ldsr upscale --std-map` writes them: 2 x std of [0, 1] images, 8-bit.
+        std = np.full(pred.shape, 40, np.uint8)  # 40/255/2 of full scale: 20 grey levels of 0..255
+        out = std_dir / Path(name).parent / f"{Path(name).stem}_std.png"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(std).save(out)
+    res = M.metrics_folder(
+        pred_dir, gt_dir, y_channel=True, crop_border=4, data_range=None, out_dir=tmp_path / "o", std_dir=std_dir,
+        progress=False,
+    )  # fmt: skip
+    assert res.exit_code == 0, res.failures
+    for s in res.ok:
+        pred, gt = pairs[s.name]
+        want = np.mean(np.abs(pred.astype(float) - gt.astype(float))[4:-4, 4:-4] > 3 * 20.0)
+        assert s.calibration == pytest.approx(want, abs=1e-12)
+    doc = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert {"hfen", "gmsd", "hf_ratio", "calibration"} <= doc["images"][0].keys()
+    assert "calibration" in doc["provenance"]

@@ -1,4 +1,4 @@
-"""`ldsr metrics`: PSNR / SSIM of a folder of SR outputs against a folder of ground-truth images."""
+"""`ldsr metrics`: PSNR / SSIM / HFEN / GMSD / HF ratio of a folder of SR outputs against its ground truth."""
 
 from __future__ import annotations
 
@@ -26,18 +26,38 @@ def metrics(
         help="Peak-to-peak value range (255, 65535, ...).",
         show_default="from the gt bit depth: 255 for 8-bit, 65535 for 16-bit",
     ),
-    out: Path = typer.Option(Path("metrics"), "--out", help="Folder for metrics.csv and metrics.json."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", help="Folder for metrics.csv and metrics.json.", show_default="print only, write nothing"
+    ),
     ssim_map: Optional[Path] = typer.Option(
         None, "--ssim-map", help="Folder for one SSIM heat-map PNG per image.", show_default="none"
     ),
+    std: Optional[Path] = typer.Option(
+        None,
+        "--std",
+        help="Folder of predicted std maps (<name>_std.png from `ldsr upscale --std-map`): adds calibration, "
+        "the share of pixels whose error exceeds 3x the predicted std.",
+        show_default="none",
+    ),
 ) -> None:
-    """Measure PSNR and SSIM of every prediction against its ground truth; print a table, write CSV and JSON."""
+    """Measure every prediction against its ground truth and print a table; --out also writes CSV and JSON.
+
+    PSNR and SSIM; HFEN (LoG-filtered error norm), GMSD and the HF ratio (prediction over reference power above
+    a quarter of Nyquist: 1 as sharp, < 1 blurry, > 1 noisy) punish blur. Lower HFEN and GMSD are better.
+    """
     from ldsr.evaluation.metrics import format_table, metrics_folder
 
     border = scale if crop_border is None else crop_border
     try:
         result = metrics_folder(
-            pred, gt, y_channel=y_channel, crop_border=border, data_range=data_range, out_dir=out, ssim_map_dir=ssim_map
+            pred,
+            gt,
+            y_channel=y_channel,
+            crop_border=border,
+            data_range=data_range,
+            out_dir=out,
+            ssim_map_dir=ssim_map,
+            std_dir=std,
         )
     except ValueError as e:
         typer.echo(f"error: {e}", err=True)
@@ -46,7 +66,8 @@ def metrics(
     typer.echo(f"channel {channel}, crop border {border}")
     typer.echo(format_table(result.ok))
     typer.echo(result.summary())
-    typer.echo(f"wrote {out / 'metrics.csv'} and {out / 'metrics.json'}")
+    if out is not None:
+        typer.echo(f"wrote {out / 'metrics.csv'} and {out / 'metrics.json'}")
     raise typer.Exit(result.exit_code)
 
 

@@ -1,4 +1,5 @@
-"""Full-reference SR metrics (PSNR, SSIM) that agree with the literature, and the folder job behind `ldsr metrics`.
+"""Full-reference SR metrics (PSNR, SSIM; HFEN, GMSD and the high-frequency energy ratio, which punish blur;
+calibration of a predicted std) and the folder job behind `ldsr metrics`.
 
 Conventions
 -----------
@@ -225,6 +226,197 @@ def ssim(
 
 
 # ----------------------------------------------------------------------------------------------------------
+# Measures that punish blur: HFEN, GMSD, high-frequency energy ratio; and calibration of a predicted std
+
+# HFEN (Ravishankar & Bresler 2011): Laplacian of Gaussian, MATLAB fspecial('log', 15, 1.5).
+HFEN_SIZE = 15
+HFEN_SIGMA = 1.5
+# GMSD (Xue et al. 2014): T = 170 for images in 0..255; 2x2 average + down-sampling by 2; Prewitt / 3.
+GMSD_T_255 = 170.0
+# High-frequency energy ratio: power above this radial frequency (cycles / pixel; Nyquist is 0.5).
+HF_CUTOFF = 0.125  # a quarter of Nyquist
+CALIBRATION_K = 3.0  # calibration counts |error| > k * predicted std
+_FLAT = 1e-20  # reference energy below this share of its total counts as none (round-off): NaN measures
+
+
+def log_kernel(size: int = HFEN_SIZE, sigma: float = HFEN_SIGMA) -> np.ndarray:
+    """MATLAB fspecial('log', size, sigma): (size, size), sums to 0.
+
+    g = exp(-(x^2 + y^2) / (2 s^2)) / sum, h1 = g (x^2 + y^2 - 2 s^2) / s^4, h = h1 - mean(h1) (zero sum,
+    so a constant image has no response).
+    """
+    if size < 3 or size % 2 == 0 or not sigma > 0:
+        raise ValueError(f"LoG kernel needs an odd size >= 3 and sigma > 0, got {size}, {sigma}")
+    r = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
+    xx, yy = np.meshgrid(r, r)
+    rr = xx * xx + yy * yy
+    g = np.exp(-rr / (2.0 * sigma**2))
+    g[g < np.finfo(np.float64).eps * g.max()] = 0.0
+    g /= g.sum()
+    h1 = g * (rr - 2.0 * sigma**2) / sigma**4
+    return h1 - h1.sum() / h1.size
+
+
+def _correlate_valid(x: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """2-D correlation over the 'valid' region: (H, W) -> (H - kh + 1, W - kw + 1), no padding involved."""
+    from scipy import signal
+
+    # fftconvolve convolves; flipping the kernel makes it a correlation (the LoG is symmetric anyway).
+    return np.asarray(signal.fftconvolve(x, k[::-1, ::-1], mode="valid"))
+
+
+def hfen_map(
+    pred: np.ndarray, gt: np.ndarray, *, data_range: float, crop_border: int = 0, y_channel: bool = False
+) -> np.ndarray:
+    """HFEN map: (LoG(pred) - LoG(gt))^2 summed over channels / sum of LoG(gt)^2 over pixels and channels.
+
+    HFEN (Ravishankar & Bresler 2011) = ||LoG(pred) - LoG(gt)||_2 / ||LoG(gt)||_2 = sqrt(sum of this map),
+    with the 15x15, sigma 1.5 LoG. The map covers the 'valid' region (H - 14, W - 14): no padding enters
+    (MATLAB's imfilter would zero-pad, which adds a border response to both images). 0 is a perfect match;
+    a blurred prediction loses the reference's LoG response and moves towards 1, noise adds to it. The
+    ratio does not depend on `data_range` (validated only). A ground truth without LoG response gives NaN.
+    """
+    p, g, _ = _prepare(pred, gt, data_range=data_range, crop_border=crop_border, y_channel=y_channel)
+    if min(p.shape[:2]) < HFEN_SIZE:
+        raise ValueError(f"HFEN needs images of at least {HFEN_SIZE}x{HFEN_SIZE} after the crop, got {p.shape[:2]}")
+    k = log_kernel()
+    lp = np.stack([_correlate_valid(p[:, :, c], k) for c in range(p.shape[2])], axis=2)
+    lg = np.stack([_correlate_valid(g[:, :, c], k) for c in range(g.shape[2])], axis=2)
+    ref = float(np.sum(lg * lg))
+    err = np.sum((lp - lg) ** 2, axis=2)
+    # FFT round-off leaves ~1e-30 relative energy where the true response is 0 (a flat ground truth).
+    return err / ref if ref > _FLAT * float(np.sum(g * g)) * float(np.sum(k * k)) else np.full(err.shape, math.nan)
+
+
+def hfen(
+    pred: np.ndarray, gt: np.ndarray, *, data_range: float, crop_border: int = 0, y_channel: bool = False
+) -> float:
+    """HFEN = sqrt(sum of `hfen_map`); lower is better, 0 for identical images."""
+    return float(
+        np.sqrt(np.sum(hfen_map(pred, gt, data_range=data_range, crop_border=crop_border, y_channel=y_channel)))
+    )
+
+
+def _half_average(x: np.ndarray) -> np.ndarray:
+    """MATLAB conv2(x, ones(2)/4, 'same') sampled at (1:2:end, 1:2:end): 2x2 block means, zero beyond the edge."""
+    h, w = x.shape
+    x = np.pad(x, ((0, h % 2), (0, w % 2)))
+    return 0.25 * (x[0::2, 0::2] + x[1::2, 0::2] + x[0::2, 1::2] + x[1::2, 1::2])  # (ceil(H/2), ceil(W/2))
+
+
+def _prewitt_magnitude(x: np.ndarray) -> np.ndarray:
+    """sqrt(Ix^2 + Iy^2) with the Prewitt filters [1 0 -1; 1 0 -1; 1 0 -1] / 3 (and transpose), zero padding."""
+    z = np.pad(x, 1)
+    # Column differences summed over the 3 rows (Ix) and row differences summed over the 3 columns (Iy).
+    dx = z[:, 2:] - z[:, :-2]  # (H + 2, W)
+    dy = z[2:, :] - z[:-2, :]  # (H, W + 2)
+    ix = (dx[:-2] + dx[1:-1] + dx[2:]) / 3.0
+    iy = (dy[:, :-2] + dy[:, 1:-1] + dy[:, 2:]) / 3.0
+    return np.sqrt(ix * ix + iy * iy)
+
+
+def gms_map(
+    pred: np.ndarray, gt: np.ndarray, *, data_range: float, crop_border: int = 0, y_channel: bool = False
+) -> np.ndarray:
+    """Gradient magnitude similarity map of GMSD (Xue et al. 2014): (ceil(H/2), ceil(W/2)), 1 where equal.
+
+    Both images are 2x2-averaged and down-sampled by 2, their Prewitt gradient magnitudes m_p, m_g taken,
+    and GMS = (2 m_p m_g + T) / (m_p^2 + m_g^2 + T) with T = 170 (data_range / 255)^2 (the paper's T for
+    0..255 scaled with the squared range). Multi-channel input without `y_channel` averages the channel maps;
+    the paper measures grey / luma, as `y_channel=True` does.
+    """
+    p, g, dr = _prepare(pred, gt, data_range=data_range, crop_border=crop_border, y_channel=y_channel)
+    if min(p.shape[:2]) < 2:
+        raise ValueError(f"GMSD needs images of at least 2x2 after the crop, got {p.shape[:2]}")
+    t = GMSD_T_255 * (dr / 255.0) ** 2
+    maps = []
+    for c in range(p.shape[2]):
+        mp, mg = _prewitt_magnitude(_half_average(p[:, :, c])), _prewitt_magnitude(_half_average(g[:, :, c]))
+        maps.append((2.0 * mp * mg + t) / (mp * mp + mg * mg + t))
+    return np.mean(maps, axis=0)
+
+
+def gmsd(
+    pred: np.ndarray, gt: np.ndarray, *, data_range: float, crop_border: int = 0, y_channel: bool = False
+) -> float:
+    """GMSD = standard deviation of `gms_map` (with N - 1, as MATLAB std2 in the authors' code); 0 is best."""
+    m = gms_map(pred, gt, data_range=data_range, crop_border=crop_border, y_channel=y_channel)
+    return float(np.std(m, ddof=1)) if m.size > 1 else 0.0
+
+
+def _power_spectrum(x: np.ndarray) -> np.ndarray:
+    """|FFT2(w * (x - mean))|^2, centred (fftshift); w is a separable Hann window against edge leakage."""
+    h, w = x.shape
+    win = np.outer(np.hanning(h), np.hanning(w)) if min(h, w) > 2 else np.ones((h, w))
+    f = np.fft.fftshift(np.fft.fft2((x - x.mean()) * win))
+    return (f.real**2 + f.imag**2).astype(np.float64)
+
+
+def hf_energy_map(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    *,
+    data_range: float,
+    crop_border: int = 0,
+    y_channel: bool = False,
+    cutoff: float = HF_CUTOFF,
+) -> np.ndarray:
+    """High-frequency energy map (H, W) in centred frequency order: the prediction's power at each frequency
+    above `cutoff` (radial, cycles / pixel; 0.125 = a quarter of Nyquist), over the reference's total power
+    above it, summed over channels. Its sum is the HF energy ratio: 1 as sharp as the reference, < 1 blurrier,
+    > 1 noisier or over-sharpened. Both images are mean-removed and Hann-windowed before the FFT, so the
+    image border (a jump under the FFT's periodic extension) adds no false high frequencies. NaN if the
+    reference has no power above the cutoff. The ratio does not depend on `data_range` (validated only).
+    """
+    p, g, _ = _prepare(pred, gt, data_range=data_range, crop_border=crop_border, y_channel=y_channel)
+    if not 0.0 < cutoff < 0.5 * math.sqrt(2.0):
+        raise ValueError(f"cutoff must lie in (0, 0.707) cycles per pixel, got {cutoff}")
+    h, w = p.shape[:2]
+    fy = np.fft.fftshift(np.fft.fftfreq(h))[:, None]
+    fx = np.fft.fftshift(np.fft.fftfreq(w))[None, :]
+    mask = np.sqrt(fy * fy + fx * fx) > cutoff  # (H, W)
+    pp = sum(_power_spectrum(p[:, :, c]) for c in range(p.shape[2])) * mask
+    ref = float(np.sum(sum(_power_spectrum(g[:, :, c]) for c in range(g.shape[2])) * mask))
+    # Parseval: the total power is H W sum(g^2); below _FLAT of it the reference has no high frequencies.
+    return pp / ref if ref > _FLAT * h * w * float(np.sum(g * g)) else np.full((h, w), math.nan)
+
+
+def hf_energy_ratio(
+    pred: np.ndarray, gt: np.ndarray, *, data_range: float, crop_border: int = 0, y_channel: bool = False
+) -> float:
+    """Sum of `hf_energy_map`: prediction over reference power above a quarter of Nyquist."""
+    return float(np.sum(hf_energy_map(pred, gt, data_range=data_range, crop_border=crop_border, y_channel=y_channel)))
+
+
+def calibration_map(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    std: np.ndarray,
+    *,
+    data_range: float,
+    crop_border: int = 0,
+    k: float = CALIBRATION_K,
+) -> np.ndarray:
+    """(H, W) share of channels whose |pred - gt| exceeds k times the predicted std (k = 3 by default).
+
+    `std` is the per-pixel spread of the prediction (e.g. over posterior draws) in the images' units: the
+    shape of `pred`, or (H, W) / (H, W, 1) for every channel. Its mean is the share of pixels outside the
+    predicted k-sigma band: about 0.003 for well-calibrated Gaussian errors, far more for an over-confident
+    prediction. Measured on the channels as given (a per-channel std says nothing about luma's spread).
+    """
+    p, g, _ = _prepare(pred, gt, data_range=data_range, crop_border=0, y_channel=False)
+    sd = _as_float_image(std, "predicted std")
+    if sd.shape[:2] != p.shape[:2] or sd.shape[2] not in (1, p.shape[2]):
+        raise ValueError(f"predicted std has shape {np.shape(std)}, expected {p.shape[:2]} or {p.shape}")
+    if np.any(sd < 0):
+        raise ValueError("predicted std contains negative values")
+    if not k > 0:
+        raise ValueError(f"k must be > 0, got {k}")
+    p, g, sd = crop(p, crop_border), crop(g, crop_border), crop(sd, crop_border)
+    return np.mean(np.abs(p - g) > k * sd, axis=2).astype(np.float64)
+
+
+# ----------------------------------------------------------------------------------------------------------
 # folder job
 
 
@@ -239,6 +431,14 @@ class ImageScore:
     width: int
     channels: int
     data_range: float
+    hfen: float = math.nan  # on the same channel as PSNR / SSIM (Y or all)
+    gmsd: float = math.nan
+    hf_ratio: float = math.nan
+    calibration: float = math.nan  # share of pixels with |error| > 3 std; NaN without a std map
+
+
+# The measures of an ImageScore after its name, in table / CSV order.
+SCORE_KEYS = ("psnr", "ssim", "hfen", "gmsd", "hf_ratio", "calibration")
 
 
 @dataclass(frozen=True)
@@ -345,6 +545,10 @@ def provenance(
         "ssim_k2": SSIM_K2,
         "ssim_covariance": "population",
         "ssim_region": "valid",
+        "hfen": f"||LoG(sr) - LoG(gt)|| / ||LoG(gt)||, LoG {HFEN_SIZE}x{HFEN_SIZE} sigma {HFEN_SIGMA}, valid region",
+        "gmsd": f"Xue et al. 2014: 2x2 average, down by 2, Prewitt, T = {GMSD_T_255:g} (range / 255)^2, std N-1",
+        "hf_ratio": f"SR / GT power above {HF_CUTOFF} cycles per pixel (a quarter of Nyquist), Hann-windowed",
+        "calibration": f"share of pixels with |sr - gt| > {CALIBRATION_K:g} x the predicted std (all channels)",
         "mean": "mean of per-image values",
         "ldsr_version": __version__,
         "pred_dir": str(Path(pred_dir).resolve()),
@@ -354,13 +558,10 @@ def provenance(
 
 
 def mean_scores(scores: list[ImageScore]) -> dict[str, float]:
-    """Mean PSNR and SSIM over measured images (NaN if none; inf if any PSNR is inf)."""
+    """Mean of every measure over measured images (NaN if none; inf if any PSNR is inf)."""
     if not scores:
-        return {"psnr": math.nan, "ssim": math.nan}
-    return {
-        "psnr": float(np.mean([s.psnr for s in scores])),
-        "ssim": float(np.mean([s.ssim for s in scores])),
-    }
+        return {key: math.nan for key in SCORE_KEYS}
+    return {key: float(np.mean([getattr(s, key) for s in scores])) for key in SCORE_KEYS}
 
 
 def _json_number(x: float) -> float | str:
@@ -375,23 +576,59 @@ def _write_csv(path: Path, prov: dict[str, Any], scores: list[ImageScore], failu
         for name, reason in failures:
             f.write(f"# failed: {name}: {reason}\n")
         writer = csv.writer(f)
-        writer.writerow(["name", "psnr", "ssim", "height", "width", "channels", "data_range"])
+        writer.writerow(["name", *SCORE_KEYS, "height", "width", "channels", "data_range"])
         for s in scores:
-            writer.writerow([s.name, repr(s.psnr), repr(s.ssim), s.height, s.width, s.channels, repr(s.data_range)])
+            values = [repr(float(getattr(s, key))) for key in SCORE_KEYS]
+            writer.writerow([s.name, *values, s.height, s.width, s.channels, repr(s.data_range)])
         m = mean_scores(scores)
-        writer.writerow(["mean", repr(m["psnr"]), repr(m["ssim"]), "", "", "", ""])
+        writer.writerow(["mean", *[repr(m[key]) for key in SCORE_KEYS], "", "", "", ""])
 
 
 def _write_json(path: Path, prov: dict[str, Any], scores: list[ImageScore], failures: list[tuple[str, str]]) -> None:
     m = mean_scores(scores)
     doc = {
         "provenance": prov,
-        "images": [{**asdict(s), "psnr": _json_number(s.psnr), "ssim": _json_number(s.ssim)} for s in scores],
-        "mean": {"psnr": _json_number(m["psnr"]), "ssim": _json_number(m["ssim"]), "count": len(scores)},
+        "images": [{**asdict(s), **{k: _json_number(getattr(s, k)) for k in SCORE_KEYS}} for s in scores],
+        "mean": {**{k: _json_number(m[k]) for k in SCORE_KEYS}, "count": len(scores)},
         "failures": [{"name": n, "reason": r} for n, r in failures],
     }
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+
+
+def _std_path(std_root: Path, stem: str) -> Path:
+    """The std map of `stem` under `std_root`: `<stem>_std.<ext>` as `ldsr upscale --std-map` names it."""
+    found = [p for p in list_images(std_root / Path(stem).parent) if p.stem == f"{Path(stem).name}_std"]
+    if len(found) != 1:
+        what = "no" if not found else "several"
+        raise ValueError(f"{what} std map {Path(stem).name}_std.* in {std_root / Path(stem).parent}")
+    return found[0]
+
+
+def _measure_pair(
+    p: np.ndarray,
+    g: np.ndarray,
+    *,
+    peak: float,
+    crop_border: int,
+    y_channel: bool,
+    std: np.ndarray | None,
+) -> dict[str, Any]:
+    """Every measure of one pair in the gt's stored units; also returns the SSIM map as `ssim_map`."""
+    kw: dict[str, Any] = {"data_range": peak, "crop_border": crop_border, "y_channel": y_channel}
+    smap = ssim_map(p, g, **kw)
+    calibration = math.nan
+    if std is not None:
+        calibration = float(np.mean(calibration_map(p, g, std, data_range=peak, crop_border=crop_border)))
+    return {
+        "ssim_map": smap,
+        "psnr": psnr(p, g, **kw),
+        "ssim": float(np.mean(smap)),
+        "hfen": hfen(p, g, **kw),
+        "gmsd": gmsd(p, g, **kw),
+        "hf_ratio": hf_energy_ratio(p, g, **kw),
+        "calibration": calibration,
+    }
 
 
 def metrics_folder(
@@ -401,8 +638,9 @@ def metrics_folder(
     y_channel: bool,
     crop_border: int,
     data_range: float | None,
-    out_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str] | None,
     ssim_map_dir: str | os.PathLike[str] | None = None,
+    std_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
 ) -> BatchResult[ImageScore]:
     """Measure every prediction against the ground truth with the same relative path stem.
@@ -412,24 +650,30 @@ def metrics_folder(
     quantised to an 8-bit gt's grid; see `_pred_grid` for DICOM / NIfTI). `data_range=None` uses the gt's
     storage range (255, 65535; 2^BitsStored - 1 for DICOM). A stem found in only one folder, or in several files of
     one folder, is a per-file failure. Writes `metrics.csv` and `metrics.json` (with provenance) to `out_dir`
-    and, if `ssim_map_dir` is given, one SSIM heat-map PNG per image.
+    (nothing when it is None) and, if `ssim_map_dir` is given, one SSIM heat-map PNG per image.
+
+    `std_dir` holds the predicted per-pixel std of each output as `ldsr upscale --std-map` writes it
+    (`<stem>_std.png`, std of [0, 1] images stretched x2); it adds the `calibration` column.
     """
     if data_range is not None:
         _check_data_range(data_range)
     _check_border(crop_border)
     pred_root, gt_root = Path(pred_dir), Path(gt_dir)
-    for label, root in (("prediction", pred_root), ("ground-truth", gt_root)):
+    roots = [("prediction", pred_root), ("ground-truth", gt_root)]
+    if std_dir is not None:
+        roots.append(("std-map", Path(std_dir)))
+    for what, root in roots:
         if not root.is_dir():
-            raise ValueError(f"{label} folder {root} does not exist or is not a folder")
+            raise ValueError(f"{what} folder {root} does not exist or is not a folder")
     preds, gts = _relative_stems(pred_root), _relative_stems(gt_root)
 
     def measure(stem: str) -> ImageScore:
-        for label, found, root in (("prediction", preds, pred_root), ("ground truth", gts, gt_root)):
+        for what, found, root in (("prediction", preds, pred_root), ("ground truth", gts, gt_root)):
             files = found.get(stem, [])
             if not files:
-                raise ValueError(f"no {label} with this name in {root}")
+                raise ValueError(f"no {what} with this name in {root}")
             if len(files) > 1:
-                raise ValueError(f"several {label} files share this name: {', '.join(p.name for p in files)}")
+                raise ValueError(f"several {what} files share this name: {', '.join(p.name for p in files)}")
         pred_path, gt_path = preds[stem][0], gts[stem][0]
         gt_arr, gt_meta = read_image(gt_path)
         pred_arr, pred_meta = read_image(pred_path)
@@ -440,17 +684,21 @@ def metrics_folder(
         # Both in the gt's stored units: files are measured as the integers they store.
         g = _on_grid(gt_arr, grid)
         p = _on_grid(pred_arr, _pred_grid(pred_meta, gt_meta, pred_path))
-        smap = ssim_map(p, g, data_range=peak, crop_border=crop_border, y_channel=y_channel)
+        std = None
+        if std_dir is not None:
+            # The std map stores 2 x std of [0, 1] images (see `ldsr upscale --std-map`); into the gt's units.
+            std = read_image(_std_path(Path(std_dir), stem))[0].astype(np.float64) / 2.0 * grid.span
+        m = _measure_pair(p, g, peak=peak, crop_border=crop_border, y_channel=y_channel, std=std)
+        smap = m.pop("ssim_map")
         if ssim_map_dir is not None:
             save_ssim_heatmap(smap, Path(ssim_map_dir) / f"{stem}_ssim.png", title=f"{stem}  SSIM {smap.mean():.4f}")
         return ImageScore(
             name=pred_path.relative_to(pred_root).as_posix(),
-            psnr=psnr(p, g, data_range=peak, crop_border=crop_border, y_channel=y_channel),
-            ssim=float(np.mean(smap)),
             height=int(g.shape[0]),
             width=int(g.shape[1]),
             channels=int(g.shape[2]) if g.ndim == 3 else 1,
             data_range=float(peak),
+            **m,
         )
 
     def label(stem: str) -> str:
@@ -461,20 +709,28 @@ def metrics_folder(
 
     stems = sorted(set(preds) | set(gts))
     result = run_batch(stems, measure, desc="metrics", name=label, progress=progress)
-    prov = provenance(
-        pred_dir=pred_root, gt_dir=gt_root, y_channel=y_channel, crop_border=crop_border, data_range=data_range
-    )
-    out = Path(out_dir)
-    _write_csv(out / "metrics.csv", prov, result.ok, result.failures)
-    _write_json(out / "metrics.json", prov, result.ok, result.failures)
+    if out_dir is not None:
+        prov = provenance(
+            pred_dir=pred_root, gt_dir=gt_root, y_channel=y_channel, crop_border=crop_border, data_range=data_range
+        )
+        out = Path(out_dir)
+        _write_csv(out / "metrics.csv", prov, result.ok, result.failures)
+        _write_json(out / "metrics.json", prov, result.ok, result.failures)
     return result
 
 
 def format_table(scores: list[ImageScore]) -> str:
-    """Per-image PSNR / SSIM table with the mean as its last row."""
+    """Per-image table of every measure with the mean as its last row (calibration only when measured)."""
+    keys = [k for k in SCORE_KEYS if k != "calibration" or any(math.isfinite(s.calibration) for s in scores)]
+    heads = {"psnr": "PSNR (dB)", "ssim": "SSIM", "hfen": "HFEN", "gmsd": "GMSD", "hf_ratio": "HF ratio",
+             "calibration": ">3 std"}  # fmt: skip
     width = max([len("mean"), len("image")] + [len(s.name) for s in scores])
-    lines = [f"{'image':<{width}}  {'PSNR (dB)':>9}  {'SSIM':>6}"]
-    lines += [f"{s.name:<{width}}  {s.psnr:>9.4f}  {s.ssim:>6.4f}" for s in scores]
-    m = mean_scores(scores)
-    lines.append(f"{'mean':<{width}}  {m['psnr']:>9.4f}  {m['ssim']:>6.4f}")
+
+    def row(name: str, values: dict[str, float]) -> str:
+        cells = [f"{values[k]:>{len(heads[k])}.{2 if k == 'psnr' else 4}f}" for k in keys]
+        return "  ".join([f"{name:<{width}}", *cells])
+
+    lines = ["  ".join([f"{'image':<{width}}", *(heads[k] for k in keys)])]
+    lines += [row(s.name, {k: float(getattr(s, k)) for k in keys}) for s in scores]
+    lines.append(row("mean", mean_scores(scores)))
     return "\n".join(lines)
