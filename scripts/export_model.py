@@ -1,15 +1,19 @@
-"""Export a trained SR / baseline checkpoint as a shipped model under models/<NAME>/.
+"""Export a trained SR / baseline checkpoint as a shipped model under src/ldsr/assets/models/<NAME>/.
 
     python scripts/export_model.py RUN_DIR NAME [--no-half] [--card key=value ...] [--default steps=10 ...]
-        [--out models] [--max-mb 25]
+        [--out DIR] [--max-mb 25]
 
 RUN_DIR may be a run dir (its latest checkpoint), a checkpoint folder or a .safetensors file. `--card` entries
-(e.g. `--card licence=CC-BY-4.0 --card "PSNR (x4, test)=31.2 dB"`) are added to MODEL_CARD.md as given.
+(e.g. `--card licence=CC-BY-4.0 --card "Trained on=2-core CPU"`) are prose notes of MODEL_CARD.md; results are
+never typed here: `experiments/render_cards.py` renders them from the evaluation summaries. The key ends at the
+first `=` that is not part of `>=`, `<=`, `==` or `!=`. Paths in the stored config become relative to the
+working directory.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -20,7 +24,8 @@ from ldsr.pipeline.export import export_model
 
 
 def _card_entry(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
+    m = re.search(r"(?<![<>=!])=(?!=)", text)  # not the `=` of `>=` in "slices z >= 120"
+    key, sep, value = (text[: m.start()], "=", text[m.end() :]) if m else (text, "", "")
     if not sep or not key.strip():
         raise argparse.ArgumentTypeError(f"--card expects key=value, got {text!r}")
     return key.strip(), value.strip()

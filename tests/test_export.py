@@ -1,8 +1,10 @@
-"""Exporting trained checkpoints as shipped models (models/<name>/) and loading them by name."""
+"""Exporting trained checkpoints as shipped models (ldsr/assets/models/<name>/), loading them by name, portable
+configs, and model cards rendered from evaluation summaries."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +18,7 @@ import ldsr.pipeline
 import ldsr.pipeline.upscaler
 from ldsr.data.resize import imresize
 from ldsr.io import read_image
-from ldsr.pipeline.export import export_model
+from ldsr.pipeline.export import CardResult, card_result, export_model, portable, read_summary, render_card
 
 ROOT = Path(__file__).resolve().parents[1]
 FIX = ROOT / "fixtures"
@@ -37,6 +39,7 @@ def test_baseline_export_loads_by_name(runs: dict[str, Path], tmp_path: Path, mo
     assert json.loads(meta["dtype"]) == "float16" and json.loads(meta["config"])["task"] == "baseline"
     info = json.loads((folder / "config.json").read_text())
     assert info["dtype"] == "float16" and info["exported_from"] and info["step"] == 2
+    assert not _absolute_paths(info) and not _absolute_paths({k: _json_or(v) for k, v in meta.items()})
     card = (folder / "MODEL_CARD.md").read_text()
     assert "Steps: 2" in card and "12.3 dB" in card and "bicubic" in card  # the tiny degradation preset
 
@@ -148,3 +151,71 @@ def test_script(runs: dict[str, Path], tmp_path: Path) -> None:
         timeout=300,
     )
     assert bad.returncode == 1 and "error:" in bad.stderr
+
+
+def _json_or(v: str) -> object:
+    try:
+        return json.loads(v)
+    except json.JSONDecodeError:
+        return v
+
+
+def _absolute_paths(value: object) -> list[str]:
+    if isinstance(value, dict):
+        return [p for v in value.values() for p in _absolute_paths(v)]
+    if isinstance(value, list):
+        return [p for v in value for p in _absolute_paths(v)]
+    return [value] if isinstance(value, str) and (value.startswith("/") or value[1:3] == ":\\") else []
+
+
+def test_portable_paths() -> None:
+    cfg = {"a": "/work/main/runs/x", "b": ["/work/shared/data/mri", "rel/p"], "c": 3, "d": {"e": "/work/main"}}
+    assert portable(cfg, "/work/main") == {"a": "runs/x", "b": ["../shared/data/mri", "rel/p"], "c": 3, "d": {"e": "."}}
+
+
+SUMMARY_MD = ROOT / "docs" / "figures" / "mri_bsrgan" / "summary_1x8.md"
+
+
+def _md_cells(path: Path, method: str) -> list[str]:
+    """The cells of `method`'s row, read independently of ldsr's parser."""
+    (line,) = [x for x in path.read_text().splitlines() if x.startswith(f"| {method} |")]
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+def test_card_results_equal_the_stored_summary() -> None:
+    """The shipped mri-x4 card rendered from a stored evaluate summary quotes exactly the summary's numbers."""
+    res = card_result("Test", SUMMARY_MD, {"mri-x4": "mri-x4", "bicubic": "bicubic", "SRCNN": "srcnn_x4_bsrgan"})
+    card = render_card(ldsr.pipeline.shipped_models()["mri-x4"], notes={"note": "n"}, results=[res])
+    (line,) = [x for x in card.splitlines() if x.startswith("- Test, ")]
+    assert "50 images" in line and "1 step x mean of 8 draws, 8 evaluations" in line
+    found = re.findall(r"(mri-x4|bicubic|SRCNN) ([\d.]+)(?: dB)? / ([\d.]+)", line)
+    quoted = {label: (psnr, ssim) for label, psnr, ssim in found}
+    for label, method in (("mri-x4", "mri-x4"), ("bicubic", "bicubic"), ("SRCNN", "srcnn_x4_bsrgan")):
+        cells = _md_cells(SUMMARY_MD, method)
+        assert quoted[label] == (cells[2], cells[3]), (label, quoted[label], cells)
+    # A summary row of another model (other parameter count) is refused: it is not this model's result.
+    wrong = card_result("Wrong", SUMMARY_MD, {"mri-x4": "mri_x4"})  # the 398K-parameter tiny-UNet run
+    with pytest.raises(ValueError, match="not this model"):
+        render_card(ldsr.pipeline.shipped_models()["mri-x4"], results=[wrong])
+    with pytest.raises(ValueError, match="no row for"):
+        card_result("Missing", SUMMARY_MD, {"x": "no-such-method"})
+
+
+def test_summary_json_and_md_read_alike(tmp_path: Path) -> None:
+    summary = {
+        "provenance": {"n_images": 7, "seed": 0},
+        "methods": [
+            {"method": "m", "psnr_y": 27.0912, "ssim_y": 0.75987, "params": 2970159, "steps": 1, "nfe": 8,
+             "draws": 8, "kind": "latent"},
+            {"method": "bicubic", "psnr_y": 26.1234, "ssim_y": 0.65811, "params": 0, "steps": None, "nfe": 0,
+             "draws": 1},
+        ],
+    }  # fmt: skip
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    prov, rows = read_summary(tmp_path / "summary.json")
+    assert prov["n_images"] == 7 and rows["m"].psnr_y == 27.0912 and rows["bicubic"].steps is None
+    line = CardResult("T", "s.json", 7, (("model", rows["m"]), ("bicubic", rows["bicubic"]))).line()
+    assert "model 27.09 dB / 0.7599 (1 step x mean of 8 draws, 8 evaluations); bicubic 26.12 / 0.6581" in line
+    prov, md = read_summary(SUMMARY_MD)
+    assert prov["n_images"] == 50 and md["mri-x4"].params == pytest.approx(2.97e6)
+    assert (md["mri-x4"].steps, md["mri-x4"].nfe, md["mri-x4"].draws) == (1, 8, 8) and md["bicubic"].steps is None

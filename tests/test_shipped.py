@@ -1,14 +1,19 @@
-"""The models shipped in models/ (issue: trained models that ship with ldsr): size budget, model cards, loading
-by name, automatic choice by channels and scale, and an upscale of a bundled fixture."""
+"""The models shipped as package data (ldsr/assets/models/): size budget, model cards rendered from evaluation
+summaries, portable configs, loading by name, automatic choice by channels and scale, and an upscale of a bundled
+fixture; the demo's samples are copies of fixtures/."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from safetensors import safe_open
 from typer.testing import CliRunner
 
+from ldsr.assets import SAMPLES_DIR
 from ldsr.io import read_image
 from ldsr.models.checkpoint import read_config
 from ldsr.pipeline import load, shipped_models
@@ -66,3 +71,47 @@ def test_upscale_without_a_model_picks_the_shipped_one(tmp_path: Path) -> None:
     assert out.shape[:2] == (128, 128)
     res = CliRunner().invoke(app, ["models"])
     assert res.exit_code == 0 and all(n in res.output for n in EXPECTED)
+
+
+def _strings(value: object) -> list[str]:
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return [value] if isinstance(value, str) else []
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_shipped_config_and_metadata_hold_no_absolute_path(name: str) -> None:
+    folder = SHIPPED[name]
+    found = _strings(json.loads((folder / "config.json").read_text(encoding="utf-8")))
+    with safe_open(str(folder / "ema.safetensors"), framework="pt") as f:
+        for v in (f.metadata() or {}).values():
+            try:
+                found += _strings(json.loads(v))
+            except json.JSONDecodeError:
+                found.append(v)
+    absolute = [s for s in found if s.startswith(("/", "\\", "~")) or s[1:3] in (":\\", ":/")]
+    assert not absolute, f"{name}: absolute paths {absolute}"
+    assert str(ROOT) not in json.dumps(found)
+
+
+def test_cards_are_rendered_from_the_summaries() -> None:
+    """Each committed MODEL_CARD.md equals its rendering from experiments/cards.yaml and the stored summaries."""
+    spec = importlib.util.spec_from_file_location("render_cards", ROOT / "experiments" / "render_cards.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    entries = mod.load_spec()
+    assert set(entries) == set(EXPECTED)
+    for name, entry in entries.items():
+        card = (SHIPPED[name] / "MODEL_CARD.md").read_text(encoding="utf-8")
+        assert card == mod.render(name, entry, SHIPPED[name]), f"{name}: run experiments/render_cards.py"
+        assert "z >:" not in card and "## Results" in card
+
+
+def test_demo_samples_are_the_fixtures() -> None:
+    samples = sorted(p.relative_to(SAMPLES_DIR) for p in SAMPLES_DIR.rglob("*") if p.is_file() and p.suffix != ".md")
+    assert [p.parts[0] for p in samples].count("mri") == 5 and [p.parts[0] for p in samples].count("histology") == 4
+    for rel in samples:
+        assert (SAMPLES_DIR / rel).read_bytes() == (ROOT / "fixtures" / rel).read_bytes(), rel

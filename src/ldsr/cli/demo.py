@@ -13,7 +13,9 @@ import argparse
 import sys
 from pathlib import Path
 
-FIXTURES = Path(__file__).resolve().parents[3] / "fixtures"
+from ldsr.assets import SAMPLES_DIR
+
+FIXTURES = SAMPLES_DIR  # ldsr/assets/samples/{mri,histology}: installed with the wheel
 RUNS = (("mri", 1, 4), ("histology", 3, 4), ("histology", 3, 8))  # (fixture folder, channels, scale)
 
 

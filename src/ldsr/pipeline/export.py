@@ -1,11 +1,12 @@
-"""Export a trained SR / baseline checkpoint as a shipped model: `models/<name>/` (see `ldsr.pipeline`).
+"""Export a trained SR / baseline checkpoint as a shipped model: `ldsr/assets/models/<name>/` (package data).
 
 A shipped model folder holds only what inference needs::
 
-    models/<name>/
+    <name>/
         ema.safetensors   EMA weights (float16 by default; metadata: the source's config + "dtype")
-        config.json       the source checkpoint's info + "exported_from" and "dtype"
-        MODEL_CARD.md     what the model was trained on and how, from the checkpoint and the given card entries
+        config.json       the source checkpoint's info + "exported_from" and "dtype"; paths relative, no machine's
+        MODEL_CARD.md     rendered: facts from the checkpoint, prose notes, and results read from the summary of
+                          the evaluation run that measured each number (`render_card`, experiments/render_cards.py)
 
 `ldsr.pipeline.load("<name>")` reads it like any checkpoint folder (float16 weights are cast back to float32).
 """
@@ -15,7 +16,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,63 +70,204 @@ def _with_sampler_defaults(info: Mapping[str, Any], defaults: Mapping[str, Any],
     return {**info, "config": {**cfg, "sr": sr}}
 
 
-def _shown_path(p: object) -> str:
-    """A data path as the card shows it: relative to the working directory (the repository) when possible."""
+def portable(value: Any, root: str | os.PathLike[str]) -> Any:
+    """`value` (JSON-like) with every absolute path string made relative to `root` (POSIX separators).
+
+    A shipped config names no folder of the machine it was trained on: `/work/main/runs/cpu/x` becomes
+    `runs/cpu/x` and `/work/shared/data/mri` becomes `../shared/data/mri` for root `/work/main`."""
+    if isinstance(value, Mapping):
+        return {k: portable(v, root) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [portable(v, root) for v in value]
+    if isinstance(value, str) and os.path.isabs(value):
+        try:
+            return Path(os.path.relpath(value, os.fspath(root))).as_posix()
+        except ValueError:  # another drive on Windows: keep the last component only
+            return Path(value).name
+    return value
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    """One method's row of an `ldsr evaluate` summary (Y-channel means over the images)."""
+
+    method: str
+    psnr_y: float
+    ssim_y: float
+    params: float | None = None  # None: not recorded
+    steps: int | None = None  # sampler steps (None: not a diffusion model)
+    nfe: int | None = None  # network evaluations per image
+    draws: int = 1  # draws of x_T averaged per image
+
+
+def _md_params(text: str) -> float | None:
+    m = re.fullmatch(r"([\d.]+)([KM]?)", text.strip())
+    return None if m is None else float(m.group(1)) * {"": 1.0, "K": 1e3, "M": 1e6}[m.group(2)]
+
+
+def _md_row(cells: Mapping[str, str]) -> SummaryRow:
+    """A row of the summary.md table `ldsr evaluate` writes (`Steps (NFE)` like `1 (8), mean of 8` or `/`)."""
+    m = re.match(r"(\d+) \((\d+)\)(?:, \w+ of (\d+))?", cells["Steps (NFE)"].strip())
+    return SummaryRow(
+        method=cells["Method"].strip(),
+        psnr_y=float(cells["PSNR Y"].split()[0]),
+        ssim_y=float(cells["SSIM Y"].split()[0]),
+        params=_md_params(cells.get("Params", "")),
+        steps=int(m.group(1)) if m else None,
+        nfe=int(m.group(2)) if m else None,
+        draws=int(m.group(3)) if m and m.group(3) else 1,
+    )
+
+
+def _read_summary_md(text: str, path: Path) -> tuple[dict[str, Any], dict[str, SummaryRow]]:
+    lines = text.splitlines()
     try:
-        return os.path.relpath(str(p))
-    except ValueError:  # another drive on Windows
-        return str(p)
+        top = next(i for i, line in enumerate(lines) if line.startswith("| Method |"))
+    except StopIteration:
+        raise ValueError(f"{path}: no '| Method |' table (not an ldsr evaluate summary)") from None
+    header = [c.strip() for c in lines[top].strip("|").split("|")]
+    rows: dict[str, SummaryRow] = {}
+    for line in lines[top + 2 :]:
+        if not line.startswith("|"):
+            break
+        row = _md_row(dict(zip(header, (c.strip() for c in line.strip("|").split("|")))))
+        rows[row.method] = row
+    prov: dict[str, Any] = {}
+    section = ""
+    for line in lines:
+        section = line[3:].strip() if line.startswith("## ") else section
+        if section == "Provenance" and line.startswith("- ") and ": " in line:
+            key, _, value = line[2:].partition(": ")
+            prov[key] = int(value) if value.isdigit() else value
+    return prov, rows
+
+
+def read_summary(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, SummaryRow]]:
+    """(provenance, rows by method name) of an `ldsr evaluate` run: its summary.json, or its summary.md (the
+    runs whose JSON was not kept: the table's rounded numbers, as the report printed them)."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".md":
+        return _read_summary_md(text, path)
+    data = json.loads(text)
+    fields = {f.name for f in dataclasses.fields(SummaryRow)}
+    rows = {m["method"]: SummaryRow(**{k: v for k, v in m.items() if k in fields}) for m in data["methods"]}
+    return dict(data.get("provenance") or {}), rows
+
+
+@dataclass(frozen=True)
+class CardResult:
+    """A results line of a model card: the model's row and the rows it is compared with, from one summary."""
+
+    title: str  # what was measured, e.g. "Held-out test split, bsrgan LR, seed 0"
+    summary: str  # the summary file, as the card names it
+    n_images: int
+    rows: tuple[tuple[str, SummaryRow], ...]  # (label, row); the first is the model itself
+
+    def line(self) -> str:
+        def sampling(r: SummaryRow) -> str:
+            if r.steps is None:
+                return ""
+            draws = f" x mean of {r.draws} draws" if r.draws > 1 else ", one draw"
+            evals = f"{r.nfe} evaluation{'s' if r.nfe != 1 else ''}"
+            return f" ({r.steps} step{'s' if r.steps > 1 else ''}{draws}, {evals})"
+
+        parts = [f"{label} {r.psnr_y:.2f} dB / {r.ssim_y:.4f}{sampling(r)}" for label, r in self.rows[:1]]
+        parts += [f"{label} {r.psnr_y:.2f} / {r.ssim_y:.4f}" for label, r in self.rows[1:]]
+        return f"- {self.title}, {self.n_images} images (PSNR / SSIM, Y; `{self.summary}`): " + "; ".join(parts)
+
+
+def card_result(
+    title: str, summary: str | os.PathLike[str], methods: Mapping[str, str], *, shown: str | None = None
+) -> CardResult:
+    """Read `methods` (card label -> the method name in the summary; the first is the model) from a summary."""
+    prov, rows = read_summary(summary)
+    missing = [m for m in methods.values() if m not in rows]
+    if missing:
+        raise ValueError(f"{summary}: no row for {missing} (rows: {', '.join(rows)})")
+    picked = tuple((label, rows[m]) for label, m in methods.items())
+    return CardResult(title, shown or str(summary), int(prov.get("n_images", 0)), picked)
 
 
 def _fmt_size(n: int) -> str:
     return f"{n / 2**20:.2f} MB ({n:,} bytes)"
 
 
+def _arch_lines(cfg: Mapping[str, Any]) -> list[str]:
+    """The architecture entries of a card: the baseline's arch, or the diffusion model and its autoencoder."""
+    if cfg.get("task") == "baseline":
+        return [f"- Architecture: {(cfg.get('baseline') or {}).get('arch')}"]
+    sr, ae = cfg.get("sr") or {}, cfg.get("autoencoder") or {}
+    lines = [
+        f"- Architecture: {sr.get('space')}-space diffusion, UNet preset {sr.get('unet')}, "
+        f"T={sr.get('timesteps')} ({sr.get('schedule')}), prediction {sr.get('prediction')}"
+        + (", residual on the bicubic-upsampled LR (SRDiff-style)" if sr.get("residual") else "")
+    ]
+    if ae:
+        lines.append(
+            f"- Autoencoder: {ae.get('kind')} f={ae.get('factor')}, preset {ae.get('preset')}, "
+            f"{ae.get('latent_channels')} latent channels"
+        )
+    return lines
+
+
+def _sampler_lines(sr: Mapping[str, Any]) -> list[str]:
+    """The sampler defaults a diffusion model loads with, and what the one-step default returns."""
+    n = int(sr.get("samples", 1))
+    lines = [
+        "",
+        "## Sampler defaults",
+        "",
+        f"- Sampler: {sr.get('sampler')}, steps: {sr.get('steps')}, eta: {sr.get('eta')}, "
+        f"draws averaged per image: {n}",
+    ]
+    if sr.get("steps") == 1 and sr.get("sampler") in ("ddim", "dpmpp"):
+        how = (
+            "in one evaluation"
+            if n == 1
+            else f"averaged over {n} draws of x_T (x_T keeps a few per cent of signal, so each estimate depends "
+            f"on it slightly), {n} evaluations"
+        )
+        lines.append(
+            "- One step from x_T lands on the network's x0 estimate at the start of the chain, "
+            f"E[x0 | LR] (Tweedie): the posterior mean, the most faithful output, {how}. "
+            "For a sharp sample (texture, less fidelity) use `--steps 10 --samples 1`; for an "
+            "uncertainty map `--steps 10 --samples 8 --std-map`."
+        )
+    return lines
+
+
 def _card(
     name: str,
     info: Mapping[str, Any],
     *,
-    source: Path,
     n_params: int,
     kind: str,
-    dtype: str,
     size: int,
-    extra: Mapping[str, Any],
+    notes: Mapping[str, Any],
+    results: Sequence[CardResult] = (),
 ) -> str:
-    """MODEL_CARD.md text: only values read from the checkpoint or passed in `extra`."""
+    """MODEL_CARD.md text: values read from the checkpoint info, `notes` (prose entries) and `results`
+    (numbers, each read from the summary of the evaluation run that measured it)."""
     cfg = info.get("config") or {}
-    data = cfg.get("data") or {}
-    train = cfg.get("train") or {}
-    extra = dict(extra)
-    licence = extra.pop("licence", None) or extra.pop("license", None)
-    lines = [f"# {name}", ""]
-    lines += [
+    data, train = cfg.get("data") or {}, cfg.get("train") or {}
+    notes = dict(notes)
+    licence = notes.pop("licence", None) or notes.pop("license", None)
+    lines = [
+        f"# {name}",
+        "",
         f"- Task: {cfg.get('task')} ({kind}), x{cfg.get('scale')}, {cfg.get('channels')}-channel input",
     ]
-    if cfg.get("task") == "baseline":
-        lines.append(f"- Architecture: {(cfg.get('baseline') or {}).get('arch')}")
-    elif cfg.get("task") == "sr":
-        sr = cfg.get("sr") or {}
-        lines.append(
-            f"- Architecture: {sr.get('space')}-space diffusion, UNet preset {sr.get('unet')}, "
-            f"T={sr.get('timesteps')} ({sr.get('schedule')}), prediction {sr.get('prediction')}"
-            + (", residual on the bicubic-upsampled LR (SRDiff-style)" if sr.get("residual") else "")
-        )
-        ae = cfg.get("autoencoder") or {}
-        if ae:
-            lines.append(
-                f"- Autoencoder: {ae.get('kind')} f={ae.get('factor')}, preset {ae.get('preset')}, "
-                f"{ae.get('latent_channels')} latent channels"
-            )
+    lines += _arch_lines(cfg)
     lines += [
         f"- Parameters: {n_params:,}",
-        f"- Weights: {EMA_FILE}, {dtype}, {_fmt_size(size)}",
+        f"- Weights: {EMA_FILE}, {info.get('dtype', 'float32')}, {_fmt_size(size)}",
         f"- ldsr version: {info.get('ldsr_version')}",
         "",
         "## Training",
         "",
-        f"- Training data: {', '.join(map(_shown_path, data.get('train') or [])) or '(none recorded)'}"
-        f" (split: {data.get('split')})",
+        f"- Training data: {', '.join(map(str, data.get('train') or [])) or '(none recorded)'}"
+        f" (split: {data.get('split')}" + (f", rules: {data['split_rules']}" if data.get("split_rules") else "") + ")",
     ]
     if data.get("paired"):
         lines.append(f"- Paired data: {data.get('paired')}")
@@ -134,46 +278,17 @@ def _card(
         f"- HR crop: {data.get('hr_size')} px",
         f"- Steps: {info.get('step')} (of {train.get('steps')} configured), batch {train.get('batch_size')}, "
         f"lr {train.get('lr')}, EMA decay {train.get('ema_decay')} (EMA weights: {info.get('ema')})",
-        f"- Exported from: {_shown_path(source)}",
+        f"- Exported from: {info.get('exported_from')}",
     ]
     if cfg.get("task") == "sr":
-        sr = cfg.get("sr") or {}
-        n = int(sr.get("samples", 1))
-        lines += [
-            "",
-            "## Sampler defaults",
-            "",
-            f"- Sampler: {sr.get('sampler')}, steps: {sr.get('steps')}, eta: {sr.get('eta')}, "
-            f"draws averaged per image: {n}",
-        ]
-        if sr.get("steps") == 1 and sr.get("sampler") in ("ddim", "dpmpp"):
-            how = (
-                "in one evaluation"
-                if n == 1
-                else f"averaged over {n} draws of x_T (x_T keeps a few per cent of signal, so each estimate depends "
-                f"on it slightly), {n} evaluations"
-            )
-            lines.append(
-                "- One step from x_T lands on the network's x0 estimate at the start of the chain, "
-                f"E[x0 | LR] (Tweedie): the posterior mean, the most faithful output, {how}. "
-                "For a sharp sample (texture, less fidelity) use `--steps 10 --samples 1`; for an "
-                "uncertainty map `--steps 10 --samples 8 --std-map`."
-            )
-    if extra:
-        lines += ["", "## Results and notes", ""]
-        lines += [f"- {k}: {v}" for k, v in extra.items()]
-    lines += [
-        "",
-        "## Usage",
-        "",
-        "```python",
-        "from ldsr.pipeline.upscaler import load",
-        "",
-        f'sr = load("{name}").upscale(lr_image)  # (h, w, C) array in [0, 1]',
-        "```",
-        "",
-    ]
-    return "\n".join(lines)
+        lines += _sampler_lines(cfg.get("sr") or {})
+    if results:
+        lines += ["", "## Results", "", *(r.line() for r in results)]
+    if notes:
+        lines += ["", "## Notes", "", *(f"- {k}: {v}" for k, v in notes.items())]
+    lines += ["", "## Usage", "", "```python", "import ldsr", ""]
+    lines += [f'sr = ldsr.load("{name}").upscale(lr_image).image  # (h, w, C) array in [0, 1] -> (h*s, w*s, C)']
+    return "\n".join([*lines, "```", ""])
 
 
 def _holds(path: Path, state: Mapping[str, torch.Tensor], meta: Mapping[str, str]) -> bool:
@@ -195,6 +310,65 @@ def _holds(path: Path, state: Mapping[str, torch.Tensor], meta: Mapping[str, str
         return False
 
 
+def _portable_meta(meta: Mapping[str, str], root: str | os.PathLike[str]) -> dict[str, str]:
+    """safetensors metadata (JSON-encoded values; `format` and `ldsr_version` are plain text) made portable."""
+    out: dict[str, str] = {}
+    for k, v in meta.items():
+        try:
+            decoded = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+            continue
+        out[k] = json.dumps(portable(decoded, root))
+    return out
+
+
+def _write_weights(folder: Path, state: Mapping[str, torch.Tensor], meta: Mapping[str, str]) -> None:
+    if not _holds(folder / EMA_FILE, state, meta):  # a re-export of the same weights keeps the file's bytes
+        with atomic_path(folder / EMA_FILE) as tmp:
+            save_file(dict(state), str(tmp), metadata=dict(meta))
+
+
+def make_portable(folder: str | os.PathLike[str], root: str | os.PathLike[str]) -> None:
+    """Rewrite a shipped model's config.json and weights metadata with paths relative to `root`; the tensors
+    are read back and written unchanged (checked)."""
+    folder = Path(folder)
+    with safe_open(str(folder / EMA_FILE), framework="pt") as f:
+        meta = dict(f.metadata() or {})
+        state = {k: f.get_tensor(k) for k in f.keys()}
+    _write_weights(folder, state, _portable_meta(meta, root))
+    with safe_open(str(folder / EMA_FILE), framework="pt") as f:
+        if set(f.keys()) != set(state) or not all(torch.equal(f.get_tensor(k), v) for k, v in state.items()):
+            raise RuntimeError(f"{folder / EMA_FILE}: tensors changed while rewriting the metadata")
+    info = portable(json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8")), root)
+    with atomic_path(folder / CONFIG_FILE) as tmp:
+        tmp.write_text(json.dumps(info, indent=2), encoding="utf-8")
+
+
+def render_card(
+    folder: str | os.PathLike[str],
+    *,
+    notes: Mapping[str, Any] | None = None,
+    results: Sequence[CardResult] = (),
+) -> str:
+    """MODEL_CARD.md text of an exported model folder (its config.json and weights) with `notes` and `results`.
+
+    Raises ValueError when a result's first row (the model itself) records another parameter count: the summary
+    row is not this model."""
+    from ldsr.pipeline.upscaler import load
+
+    folder = Path(folder)
+    up = load(folder)
+    for r in results:
+        own = r.rows[0][1].params
+        if own is not None and abs(own - up.n_params) > 0.005 * up.n_params:  # summary.md rounds to 3 digits
+            raise ValueError(f"{r.summary}: row {r.rows[0][1].method!r} has {own:.0f} parameters, {folder.name} "
+                             f"{up.n_params}: not this model")  # fmt: skip
+    size = (folder / EMA_FILE).stat().st_size
+    info = read_info(folder)
+    return _card(folder.name, info, n_params=up.n_params, kind=up.kind, size=size, notes=notes or {}, results=results)
+
+
 def export_model(
     checkpoint: str | Path,
     name: str,
@@ -204,6 +378,7 @@ def export_model(
     card: dict | None = None,
     max_mb: float = 25.0,
     sampler_defaults: Mapping[str, Any] | None = None,
+    root: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Write `out_root/<name>/` (ema.safetensors, config.json, MODEL_CARD.md) from a trained SR or baseline
     checkpoint (folder, run dir or safetensors file). Returns the folder.
@@ -212,8 +387,11 @@ def export_model(
     or weights larger than `max_mb` megabytes (checked before anything is written).
 
     `sampler_defaults` (keys of SAMPLER_DEFAULTS) replace the trained config's `sr.sampler/steps/eta/samples`:
-    the inference defaults chosen after training (e.g. from a steps sweep); the weights are unchanged."""
+    the inference defaults chosen after training (e.g. from a steps sweep); the weights are unchanged.
+    Paths in the stored config and metadata are made relative to `root` (default: the working directory).
+    `card` entries are the card's notes; results are added later from evaluation summaries (`render_card`)."""
     _check_name(name)
+    root = Path.cwd() if root is None else root
     source = resolve_checkpoint(checkpoint).resolve()
     info = read_info(source)
     task = (info.get("config") or {}).get("task")
@@ -234,28 +412,23 @@ def export_model(
 
     from ldsr.pipeline.upscaler import load  # the model must rebuild from the source before anything is written
 
-    up = load(source)
+    load(source)
     with safe_open(str(_weights_file(source)), framework="pt") as f:
         meta = dict(f.metadata() or {})
-    meta.update(
-        {"format": "pt", "dtype": json.dumps(dtype), "config": json.dumps(info["config"])}
-    )  # read_info JSON-decodes metadata values
+    meta.update({"dtype": json.dumps(dtype), "config": json.dumps(info["config"])})  # read_info JSON-decodes these
+    meta = {**_portable_meta(meta, root), "format": "pt"}
 
     folder = Path(out_root) / name
     folder.mkdir(parents=True, exist_ok=True)
-    if not _holds(folder / EMA_FILE, state, meta):  # a re-export of the same weights keeps the file's bytes
-        with atomic_path(folder / EMA_FILE) as tmp:
-            save_file(state, str(tmp), metadata=meta)
+    _write_weights(folder, state, meta)
     size = (folder / EMA_FILE).stat().st_size
     if size > max_mb * 2**20:  # metadata pushed it over: do not leave it behind
         (folder / EMA_FILE).unlink()
         raise ValueError(f"{name}: {EMA_FILE} is {_fmt_size(size)}, over the {max_mb} MB limit for shipped models")
-    out_info = {**info, "exported_from": str(source), "dtype": dtype}
+    out_info = portable({**info, "exported_from": str(source), "dtype": dtype}, root)
     with atomic_path(folder / CONFIG_FILE) as tmp:
         tmp.write_text(json.dumps(out_info, indent=2), encoding="utf-8")
-    text = _card(
-        name, info, source=source, n_params=up.n_params, kind=up.kind, dtype=dtype, size=size, extra=card or {}
-    )
+    text = render_card(folder, notes=card or {})
     with atomic_path(folder / CARD_FILE) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return folder

@@ -16,13 +16,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ldsr.assets import MODELS_DIR as _PACKAGED_MODELS
 from ldsr.data.resize import imresize
 from ldsr.data.tensor import to_array, to_tensor
 
 Kind = Literal["bicubic", "baseline", "latent", "pixel"]
 Reduce = Literal["mean", "median", "none"]
 REDUCTIONS: tuple[str, ...] = ("mean", "median", "none")
-MODELS_DIR = Path(__file__).resolve().parents[3] / "models"
+MODELS_DIR: Path = _PACKAGED_MODELS  # ldsr/assets/models (package data); tests point it elsewhere
 
 
 @dataclass
@@ -35,7 +36,7 @@ class UpscaleResult:
 
 
 def shipped_models() -> dict[str, Path]:
-    """Shipped model name -> checkpoint folder (models/<name>/ holding config.json)."""
+    """Shipped model name -> checkpoint folder (ldsr/assets/models/<name>/ holding config.json)."""
     if not MODELS_DIR.is_dir():
         return {}
     return {p.name: p for p in sorted(MODELS_DIR.iterdir()) if (p / "config.json").is_file()}
