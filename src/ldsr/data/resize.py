@@ -51,6 +51,7 @@ def axis_weights(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Weights `(out_len, P)` and 0-based input indices `(out_len, P)` of one axis, as MATLAB computes them."""
     fn, width = _KERNELS[kernel]
+    h: Callable[[np.ndarray], np.ndarray] = fn
     if scale < 1.0 and antialias:
         # Down-scaling with antialiasing: the kernel is stretched by 1/scale (a low-pass filter matched to
         # the output grid): h(x) = scale * k(scale * x), support width / scale.
@@ -58,8 +59,6 @@ def axis_weights(
             return scale * fn(scale * x)
 
         width = width / scale
-    else:
-        h = fn
     # 1-based output positions and the input coordinate each maps to.
     j = np.arange(1, out_len + 1, dtype=np.float64)
     u = j / scale + 0.5 * (1.0 - 1.0 / scale)
@@ -93,7 +92,8 @@ def output_size(in_size: tuple[int, int], scale: float) -> tuple[int, int]:
     """MATLAB's output size `ceil(in * scale)` per axis (a product within 1e-9 of an integer counts as it)."""
     # 49 * (1/49) is 0.9999999999999999 in floating point; without the tolerance a product that should be
     # exactly an integer could round up one pixel too far.
-    return tuple(max(1, math.ceil(n * scale - 1e-9)) for n in in_size)  # type: ignore[return-value]
+    h, w = (max(1, math.ceil(n * scale - 1e-9)) for n in in_size)
+    return h, w
 
 
 def imresize(

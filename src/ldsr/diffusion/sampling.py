@@ -22,7 +22,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+
+# from the defining modules, not `from diffusers import ...`: to a type checker diffusers' top level exports its
+# torch-less placeholder classes (dummy_pt_objects), which have no set_timesteps / step / timesteps
+from diffusers.schedulers.scheduling_ddim import DDIMScheduler
+from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
+from diffusers.schedulers.scheduling_dpmsolver_multistep import DPMSolverMultistepScheduler
 from tqdm import tqdm
 
 from ldsr.diffusion.names import SAMPLERS, SamplerName
@@ -50,8 +55,27 @@ def _clip_output(out: torch.Tensor, x: torch.Tensor, abar: torch.Tensor, predict
     return eps if prediction == "epsilon" else a * eps - s * x0
 
 
+Scheduler = DDPMScheduler | DDIMScheduler | DPMSolverMultistepScheduler
+
+
+def _step(
+    scheduler: Scheduler, out: torch.Tensor, t: int, x: torch.Tensor, eta: float, generator: torch.Generator | None
+) -> torch.Tensor:
+    """x_{t_prev} from the network output at step t; DDPM draws its noise from `generator`, DDIM also takes `eta`,
+    DPM-Solver++(2M) (deterministic) neither."""
+    if isinstance(scheduler, DDIMScheduler):
+        res = scheduler.step(out, t, x, eta=eta, generator=generator)
+    elif isinstance(scheduler, DDPMScheduler):
+        res = scheduler.step(out, t, x, generator=generator)
+    else:
+        res = scheduler.step(out, t, x)
+    if isinstance(res, tuple):  # only with return_dict=False, never passed here
+        raise TypeError(f"{type(scheduler).__name__}.step returned a tuple, expected an output with prev_sample")
+    return res.prev_sample
+
+
 def _run(
-    scheduler: DDPMScheduler | DDIMScheduler | DPMSolverMultistepScheduler,
+    scheduler: Scheduler,
     net: Net,
     cond: torch.Tensor,
     x: torch.Tensor,
@@ -60,7 +84,8 @@ def _run(
     clip_denoised: bool,
     progress: bool,
     desc: str,
-    **step_kwargs: object,
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """The shared reverse loop: x_{t_prev} = scheduler.step(net(cat([x_t, cond]), t), t, x_t)."""
     abars = scheduler.alphas_cumprod.to(x.device)  # (T,) float32
@@ -70,7 +95,7 @@ def _run(
         out = net(torch.cat([x, cond], dim=1), t_batch)  # (N, C, H, W)
         if clip_denoised:
             out = _clip_output(out, x, abars[t_int], prediction)
-        x = scheduler.step(out, t_int, x, **step_kwargs).prev_sample
+        x = _step(scheduler, out, t_int, x, eta, generator)
     return x
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,7 @@ def _read_dicom(path: Path) -> list[Frame]:
     if photometric not in ("MONOCHROME1", "MONOCHROME2", "RGB") and not photometric.startswith("YBR"):
         raise ImageError(path, f"unsupported DICOM photometric interpretation {photometric}")
     notes: list[str] = []
+    extra: Sequence[str]
     if photometric.startswith("YBR"):
         notes.append(f"{photometric} converted to RGB by pydicom")
     if stack.dtype.kind == "f":

@@ -5,11 +5,26 @@ from __future__ import annotations
 from pathlib import Path
 
 import nibabel as nib
-import nibabel.orientations  # noqa: F401  (io_orientation / apply_orientation)
 import numpy as np
+from nibabel.filebasedimages import ImageFileError
+from nibabel.orientations import apply_orientation, io_orientation
+from nibabel.spatialimages import SpatialImage
 
 from ldsr.io.files import ImageError, _one_line
 from ldsr.io.meta import Frame, ImageMeta
+
+
+def _load_nifti(path: Path) -> SpatialImage:
+    """The image with its header read (voxels not yet); `ImageError` for a file nibabel cannot read as a volume."""
+    try:
+        img = nib.load(str(path))
+    except ImageFileError as e:
+        raise ImageError(path, "not a NIfTI file (unrecognised header)") from e
+    except Exception as e:  # struct, zlib, EOF errors of a damaged header
+        raise ImageError(path, f"truncated or corrupt NIfTI data ({_one_line(e, path)})") from e
+    if not isinstance(img, SpatialImage):  # nib.load also returns non-volume images (e.g. GIFTI surfaces)
+        raise ImageError(path, f"not a NIfTI volume (nibabel read it as {type(img).__name__})")
+    return img
 
 
 def _nifti_volume(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
@@ -17,12 +32,7 @@ def _nifti_volume(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
 
     Axis 0 runs left -> Right, axis 1 posterior -> Anterior, axis 2 inferior -> Superior.
     """
-    try:
-        img = nib.load(str(path))
-    except nib.filebasedimages.ImageFileError as e:
-        raise ImageError(path, "not a NIfTI file (unrecognised header)") from e
-    except Exception as e:  # struct, zlib, EOF errors of a damaged header
-        raise ImageError(path, f"truncated or corrupt NIfTI data ({_one_line(e, path)})") from e
+    img = _load_nifti(path)
     try:
         arr = np.asarray(img.dataobj)
     except Exception as e:
@@ -37,8 +47,8 @@ def _nifti_volume(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
         raise ImageError(path, f"unsupported {arr.ndim}D NIfTI (shape {arr.shape}); only 2D or 3D volumes")
     zooms = [float(z) for z in img.header.get_zooms()[:3]] + [1.0] * 3
     # ornt[i] = (output axis, flip) of input axis i, read from the affine's closest axis permutation.
-    ornt = nib.orientations.io_orientation(img.affine)
-    vol = nib.orientations.apply_orientation(arr, ornt)
+    ornt = io_orientation(img.affine)
+    vol = apply_orientation(arr, ornt)
     out_zooms = [1.0, 1.0, 1.0]
     for i in range(3):
         out_zooms[int(ornt[i, 0])] = zooms[i]
@@ -72,9 +82,10 @@ def _read_nifti(path: Path, axis: int) -> list[Frame]:
     notes = [f"{vol.dtype} values scaled by the volume range [{lo:.6g}, {hi:.6g}] to [0, 1]"]
     a, b = [i for i in range(3) if i != axis]
     n = vol.shape[axis]
+    slices = np.moveaxis(unit, axis, 0)  # (n, A, B) view: slices[k] is unit.take(k, axis)
     frames: list[Frame] = []
     for k in range(n):
-        img = np.ascontiguousarray(unit.take(k, axis=axis).T[::-1])[:, :, None]
+        img = np.ascontiguousarray(slices[k].T[::-1])[:, :, None]
         meta = ImageMeta(
             path=str(path),
             format="nifti",

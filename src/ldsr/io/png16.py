@@ -135,15 +135,15 @@ def _unfilter_scanlines(filt: np.ndarray, types: np.ndarray, bpp: int) -> np.nda
     if int(types.max(initial=0)) <= 2:
         out = np.empty((h, stride), np.uint8)
         prior = np.zeros(stride, np.uint8)
-        for y in range(h):
-            t = int(types[y])
+        for row in range(h):
+            t = int(types[row])
             if t == 0:
-                out[y] = filt[y]
+                out[row] = filt[row]
             elif t == 1:  # uint8 arithmetic wraps, i.e. is mod 256
-                out[y] = np.cumsum(filt[y].reshape(-1, bpp), axis=0, dtype=np.uint8).reshape(-1)
+                out[row] = np.cumsum(filt[row].reshape(-1, bpp), axis=0, dtype=np.uint8).reshape(-1)
             else:
-                out[y] = filt[y] + prior
-            prior = out[y]
+                out[row] = filt[row] + prior
+            prior = out[row]
         return out
     w = stride // bpp
     f = filt.reshape(h, w, bpp).astype(np.int16)
@@ -153,8 +153,8 @@ def _unfilter_scanlines(filt: np.ndarray, types: np.ndarray, bpp: int) -> np.nda
         y = np.arange(max(0, d - w + 1), min(h - 1, d) + 1)
         x = d - y
         a, b, c = rec[y + 1, x], rec[y, x + 1], rec[y, x]
-        t = t_all[y][:, None]
-        pred = np.select([t == 1, t == 2, t == 3, t == 4], [a, b, (a + b) >> 1, _paeth(a, b, c)], 0)
+        tt = t_all[y][:, None]  # (n, 1) filter type per pixel on the diagonal
+        pred = np.select([tt == 1, tt == 2, tt == 3, tt == 4], [a, b, (a + b) >> 1, _paeth(a, b, c)], 0)
         rec[y + 1, x + 1] = (f[y, x] + pred) & 0xFF
     return rec[1:, 1:].astype(np.uint8).reshape(h, stride)
 

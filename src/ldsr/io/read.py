@@ -8,18 +8,17 @@ import zlib
 from dataclasses import replace
 from pathlib import Path
 
-import nibabel as nib
-import nibabel.orientations  # noqa: F401  (io_orientation / apply_orientation)
 import numpy as np
 import pydicom
 import tifffile
+from nibabel.orientations import io_orientation
 from pydicom.errors import InvalidDicomError
 
 from ldsr.io.dicom import _read_dicom
 from ldsr.io.files import ImageError, _check_readable, _one_line
 from ldsr.io.listing import _detect_format
 from ldsr.io.meta import Frame
-from ldsr.io.nifti import _read_nifti
+from ldsr.io.nifti import _load_nifti, _read_nifti
 from ldsr.io.pillow import _read_pil
 from ldsr.io.tiff import _read_tiff
 
@@ -97,13 +96,11 @@ def count_frames(path: str | os.PathLike[str], *, axis: int = 2) -> int:
     if fmt == "nifti":
         if axis not in (0, 1, 2):
             raise ValueError(f"axis must be 0, 1 or 2 (RAS voxel axes), got {axis}")
+        img = _load_nifti(p)
         try:
-            img = nib.load(str(p))
             shape = list(img.header.get_data_shape())
-            ornt = nib.orientations.io_orientation(img.affine)
-        except nib.filebasedimages.ImageFileError as e:
-            raise ImageError(p, "not a NIfTI file (unrecognised header)") from e
-        except Exception as e:  # struct, zlib, EOF errors of a damaged header
+            ornt = io_orientation(img.affine)
+        except Exception as e:  # a header nibabel loaded but cannot interpret
             raise ImageError(p, f"truncated or corrupt NIfTI data ({_one_line(e, p)})") from e
         # Same shape rules as `_nifti_volume`: trailing singleton axes dropped, 2D is one slice thick.
         while len(shape) > 3 and shape[-1] == 1:
@@ -118,13 +115,13 @@ def count_frames(path: str | os.PathLike[str], *, axis: int = 2) -> int:
         try:
             with tifffile.TiffFile(p) as tf:
                 series = tf.series[0]
-                shape, axes = tuple(series.shape), series.axes
+                dims, axes = tuple(series.shape), series.axes
         except tifffile.TiffFileError as e:
             raise ImageError(p, f"not a TIFF file (could not decode: {_one_line(e, p)})") from e
         except (ValueError, OSError, EOFError, IndexError, zlib.error) as e:
             raise ImageError(p, f"truncated or corrupt TIFF data ({_one_line(e, p)})") from e
         # Every axis before Y X except samples (S) is flattened into frames, as `_tiff_to_hwc_frames` does.
-        return int(math.prod(n for n, a in zip(shape, axes) if a not in "YXS"))
+        return int(math.prod(n for n, a in zip(dims, axes) if a not in "YXS"))
     return 1
 
 

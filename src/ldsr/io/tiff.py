@@ -45,6 +45,7 @@ def _read_tiff(path: Path) -> list[Frame]:
     except (ValueError, OSError, EOFError, IndexError, zlib.error) as e:
         raise ImageError(path, f"truncated or corrupt TIFF data ({_one_line(e, path)})") from e
     stack, notes = _tiff_to_hwc_frames(np.asarray(arr), axes, path)
+    extra: tuple[str, ...]
     if stack.dtype == np.uint8 or stack.dtype == np.uint16:
         bits = 8 * stack.dtype.itemsize
         x, value_range, extra = _unsigned_to_unit(stack, bits), (0.0, float(2**bits - 1)), ()

@@ -42,7 +42,11 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, VQModel
+
+# from the defining modules, not `from diffusers import ...`: to a type checker diffusers' top level exports its
+# torch-less placeholder classes (dummy_pt_objects), which have no encode / decoder / quantize
+from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+from diffusers.models.autoencoders.vq_model import VQModel
 from torch import nn
 
 from ldsr.models import streaming

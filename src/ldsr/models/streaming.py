@@ -26,15 +26,33 @@ times smaller) run unchanged. Supported: diffusers' ``Decoder`` / ``Encoder`` wi
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, TypeGuard, TypeVar, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+if TYPE_CHECKING:  # diffusers is imported lazily at run time (supports_streaming tolerates a missing module)
+    from diffusers.models.autoencoders.vae import Decoder, Encoder
+    from diffusers.models.downsampling import Downsample2D
+    from diffusers.models.resnet import ResnetBlock2D
+    from diffusers.models.upsampling import Upsample2D
+
 STRIP_ELEMENTS = 1 << 19  # elements per row strip (2 MB in fp32): rows = this // (N C W), at least 2
 
 Rows = Callable[[int, int], torch.Tensor]  # (a, b) -> rows [a, b) of a convolution's input, (N, C, b - a, W)
+_M = TypeVar("_M", bound=nn.Module)
+
+
+def _entries(modules: Iterable[nn.Module] | None, kind: type[_M]) -> list[_M]:
+    """A ModuleList's modules (None: no modules), each checked to be a `kind` (diffusers' ModuleLists hold plain
+    ``Module`` for a type checker; `_supports_decoder` / `_supports_encoder` have checked the exact types)."""
+    out = list(modules or ())
+    for m in out:
+        if not isinstance(m, kind):
+            raise ValueError(f"streaming expected a {kind.__name__}, not {type(m).__name__}")
+    return cast(list[_M], out)  # every entry is a `kind` (checked above; mypy cannot narrow a list)
 
 
 class _Map:
@@ -102,7 +120,7 @@ def _plain_resnet(r: nn.Module) -> bool:
             and isinstance(r.norm2, nn.GroupNorm))  # fmt: skip
 
 
-def _supports_decoder(decoder: nn.Module) -> bool:
+def _supports_decoder(decoder: nn.Module) -> TypeGuard[Decoder]:
     from diffusers.models.autoencoders.vae import Decoder
     from diffusers.models.unets.unet_2d_blocks import UpDecoderBlock2D
     from diffusers.models.upsampling import Upsample2D
@@ -167,7 +185,7 @@ def _conv_strip(
     Output row r reads padded rows [r s, r s + k), i.e. input rows [r s - top, r s + k - top)."""
     s, k = conv.stride[0], conv.kernel_size[0]
     if pad is None:
-        p, q = conv.padding  # type: ignore[misc]
+        p, q = _padding(conv)
         pad = (q, q, p, p)
     left, right, top, _ = pad
     lo, hi = r0 * s - top, (r1 - 1) * s + k - top
@@ -176,11 +194,23 @@ def _conv_strip(
     return F.conv2d(x, conv.weight, conv.bias, stride=s)  # (N, C_out, r1 - r0, W_out)
 
 
-def _check_conv(conv: nn.Conv2d, stride: int = 1) -> None:
+def _check_conv(conv: nn.Module | None, stride: int = 1) -> nn.Conv2d:
+    """`conv` itself, when it is a zero-padded square Conv2d of `stride` (stride 1: 'same' size); else ValueError."""
+    if not isinstance(conv, nn.Conv2d):
+        raise ValueError(f"streaming supports zero-padded convolutions with stride {stride} here, not {conv}")
     k, p = conv.kernel_size, conv.padding
     if (conv.stride != (stride, stride) or conv.dilation != (1, 1) or conv.groups != 1 or conv.padding_mode != "zeros"
             or isinstance(p, str) or k[0] != k[1] or (stride == 1 and k[0] != 2 * p[0] + 1)):  # fmt: skip
         raise ValueError(f"streaming supports zero-padded convolutions with stride {stride} here, not {conv}")
+    return conv
+
+
+def _padding(conv: nn.Conv2d) -> tuple[int, int]:
+    """(rows, columns) of `conv`'s zero padding; `_check_conv` has rejected the string forms ('same', 'valid')."""
+    p = conv.padding
+    if isinstance(p, str):
+        raise ValueError(f"streaming needs numeric padding, not {conv}")
+    return p[0], p[1]
 
 
 def _norm_conv(
@@ -190,7 +220,7 @@ def _norm_conv(
     dropped as soon as the pass is past them."""
     _check_conv(conv)
     affine = _affine(gn, x.stats(gn.num_groups))
-    p = conv.padding[0]  # type: ignore[index]
+    p = _padding(conv)[0]
     out, side = [], []
     for r0, r1 in x.bounds:
         out.append(_conv_strip(conv, lambda a, b: _norm_act(x.rows(a, b), affine), x.height, r0, r1))
@@ -201,7 +231,7 @@ def _norm_conv(
     return _Map(out), (_Map(side) if shortcut is not None else None)
 
 
-def _resnet(block: nn.Module, x: _Map) -> _Map:
+def _resnet(block: ResnetBlock2D, x: _Map) -> _Map:
     """ResnetBlock2D without time embedding; x is consumed (its strips are freed or overwritten).
 
     Identity shortcut: out = x + conv2(...), accumulated into x's strips (peak: x and h). Otherwise conv1 and the
@@ -212,10 +242,10 @@ def _resnet(block: nn.Module, x: _Map) -> _Map:
     h, side = _norm_conv(block.conv1, block.norm1, x, free=shortcut is not None, shortcut=shortcut)  # (N, C', H, W)
     out = x if side is None else side
     affine = _affine(block.norm2, h.stats(block.norm2.num_groups))
-    p = block.conv2.padding[0]
-    _check_conv(block.conv2)
+    conv2 = _check_conv(block.conv2)
+    p = _padding(conv2)[0]
     for i, (r0, r1) in enumerate(out.bounds):
-        y = _conv_strip(block.conv2, lambda a, b: _norm_act(h.rows(a, b), affine), h.height, r0, r1)
+        y = _conv_strip(conv2, lambda a, b: _norm_act(h.rows(a, b), affine), h.height, r0, r1)
         t = out.strips[i]
         assert t is not None
         t += y
@@ -225,11 +255,11 @@ def _resnet(block: nn.Module, x: _Map) -> _Map:
     return out
 
 
-def _upsample(up: nn.Module, x: _Map) -> _Map:
+def _upsample(up: Upsample2D, x: _Map) -> _Map:
     """Upsample2D: nearest x2 then conv, (N, C, H, W) -> (N, C, 2H, 2W), never holding the (N, C, 2H, 2W)
     upsampled map; x's strips are freed behind the pass."""
-    _check_conv(up.conv)
-    p = up.conv.padding[0]
+    conv = _check_conv(up.conv)
+    p = _padding(conv)[0]
     first = next(t for t in x.strips if t is not None)
     n, c, w2 = first.shape[0], first.shape[1], 2 * first.shape[3]
     height = 2 * x.height
@@ -239,22 +269,21 @@ def _upsample(up: nn.Module, x: _Map) -> _Map:
         u = F.interpolate(x.rows(lo, (b - 1) // 2 + 1), scale_factor=2.0, mode="nearest")
         return u[:, :, a - 2 * lo : b - 2 * lo]
 
-    step = _strip_rows(n, max(c, up.conv.out_channels), w2)
+    step = _strip_rows(n, max(c, conv.out_channels), w2)
     out = []
     for r0 in range(0, height, step):
         r1 = min(r0 + step, height)
-        out.append(_conv_strip(up.conv, rows, height, r0, r1))
+        out.append(_conv_strip(conv, rows, height, r0, r1))
         x.free_below((r1 - p) // 2)  # the next strip reads upsampled rows from r1 - p on
     return _Map(out)
 
 
-def _downsample(down: nn.Module, x: _Map) -> _Map:
+def _downsample(down: Downsample2D, x: _Map) -> _Map:
     """Downsample2D: 3x3 stride-2 conv, after a (0, 1, 0, 1) zero pad when its padding is 0 (diffusers' encoders);
     x's strips are freed behind the pass."""
-    conv = down.conv
-    _check_conv(conv, stride=2)
+    conv = _check_conv(down.conv, stride=2)
     k = conv.kernel_size[0]
-    p = conv.padding[0]
+    p = _padding(conv)[0]
     if down.padding == 0:  # F.pad(x, (0, 1, 0, 1)), then conv without padding
         pad = (0, 1, 0, 1)
     else:
@@ -273,7 +302,7 @@ def _downsample(down: nn.Module, x: _Map) -> _Map:
     return _Map(out)
 
 
-def _supports_encoder(encoder: nn.Module) -> bool:
+def _supports_encoder(encoder: nn.Module) -> TypeGuard[Encoder]:
     from diffusers.models.autoencoders.vae import Encoder
     from diffusers.models.downsampling import Downsample2D
     from diffusers.models.unets.unet_2d_blocks import DownEncoderBlock2D
@@ -299,9 +328,12 @@ def encode_streamed(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
         )
     if encoder.training:
         raise ValueError("encode_streamed is for inference: put the encoder in eval mode (dropout) first")
+    from diffusers.models.downsampling import Downsample2D
+    from diffusers.models.resnet import ResnetBlock2D
+    from diffusers.models.unets.unet_2d_blocks import DownEncoderBlock2D
+
     with torch.no_grad():
-        conv = encoder.conv_in
-        _check_conv(conv)
+        conv = _check_conv(encoder.conv_in)
         n, _, height, w = x.shape
         step = _strip_rows(n, conv.out_channels, w)
         h = _Map(
@@ -310,10 +342,10 @@ def encode_streamed(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
                 for r0 in range(0, height, step)
             ]
         )  # (N, C_0, H, W)
-        for block in encoder.down_blocks:
-            for r in block.resnets:
+        for block in _entries(encoder.down_blocks, DownEncoderBlock2D):
+            for r in _entries(block.resnets, ResnetBlock2D):
                 h = _resnet(r, h)
-            for d in block.downsamplers or ():
+            for d in _entries(block.downsamplers, Downsample2D):
                 h = _downsample(d, h)  # (N, C, H/2, W/2)
         z = encoder.mid_block(h.full())  # (N, C_top, H/f, W/f)
         return encoder.conv_out(encoder.conv_act(encoder.conv_norm_out(z)))
@@ -327,15 +359,21 @@ def decode_streamed(decoder: nn.Module, z: torch.Tensor) -> torch.Tensor:
         )
     if decoder.training:
         raise ValueError("decode_streamed is for inference: put the decoder in eval mode (dropout) first")
+    from diffusers.models.resnet import ResnetBlock2D
+    from diffusers.models.unets.unet_2d_blocks import UpDecoderBlock2D
+    from diffusers.models.upsampling import Upsample2D
+
     with torch.no_grad():
         dtype = next(iter(decoder.up_blocks.parameters())).dtype
         x = _Map.split(decoder.mid_block(decoder.conv_in(z), None).to(dtype))  # (N, C_top, h, w): latent grid
-        for block in decoder.up_blocks:
-            for r in block.resnets:
+        for block in _entries(decoder.up_blocks, UpDecoderBlock2D):
+            for r in _entries(block.resnets, ResnetBlock2D):
                 x = _resnet(r, x)
-            for u in block.upsamplers or ():
+            for u in _entries(block.upsamplers, Upsample2D):
                 x = _upsample(u, x)  # (N, C, 2H, 2W)
-        return _norm_conv(decoder.conv_out, decoder.conv_norm_out, x, free=True)[0].full()  # (N, C_img, H, W)
+        # conv_norm_out is a GroupNorm (_supports_decoder checked it); mypy infers diffusers' other branch, SpatialNorm
+        norm = cast(nn.GroupNorm, decoder.conv_norm_out)
+        return _norm_conv(decoder.conv_out, norm, x, free=True)[0].full()  # (N, C_img, H, W)
 
 
 @contextlib.contextmanager
@@ -346,9 +384,9 @@ def streamed(module: nn.Module) -> Iterator[bool]:
         yield False
         return
     if hasattr(module, "up_blocks"):  # a Decoder (supports_streaming accepted it)
-        module.forward = lambda z, latent_embeds=None: decode_streamed(module, z)  # type: ignore[method-assign]
+        module.forward = lambda z, latent_embeds=None: decode_streamed(module, z)
     else:
-        module.forward = lambda x: encode_streamed(module, x)  # type: ignore[method-assign]
+        module.forward = lambda x: encode_streamed(module, x)
     try:
         yield True
     finally:

@@ -11,13 +11,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # diffusers and torch load only when a network is built (the CLI reads the names)
-    from diffusers import UNet2DModel
+    from diffusers.models.unets.unet_2d import UNet2DModel  # not `diffusers.UNet2DModel`, a placeholder to mypy
     from torch import nn
 
 
 def unet_tiny(in_channels: int, out_channels: int, sample_size: int) -> UNet2DModel:
     """2 levels (16, 32), 1 ResNet block each, no attention: for tests (~0.16M parameters)."""
-    from diffusers import UNet2DModel
+    from diffusers.models.unets.unet_2d import UNet2DModel
 
     return UNet2DModel(
         sample_size=sample_size,
@@ -34,7 +34,7 @@ def unet_tiny(in_channels: int, out_channels: int, sample_size: int) -> UNet2DMo
 def unet_compact(in_channels: int, out_channels: int, sample_size: int) -> UNet2DModel:
     """3 levels (32, 64, 128), 1 ResNet block each, self-attention at the lowest resolution: CPU-trainable in
     under an hour, ~2.7M parameters (~5 MB in fp16, within a shipped model's budget)."""
-    from diffusers import UNet2DModel
+    from diffusers.models.unets.unet_2d import UNet2DModel
 
     return UNet2DModel(
         sample_size=sample_size,
@@ -51,7 +51,7 @@ def unet_compact(in_channels: int, out_channels: int, sample_size: int) -> UNet2
 
 def unet_small(in_channels: int, out_channels: int, sample_size: int) -> UNet2DModel:
     """3 levels (64, 128, 256), 2 ResNet blocks each, self-attention at the lowest resolution: CPU-sized."""
-    from diffusers import UNet2DModel
+    from diffusers.models.unets.unet_2d import UNet2DModel
 
     return UNet2DModel(
         sample_size=sample_size,
@@ -68,7 +68,7 @@ def unet_small(in_channels: int, out_channels: int, sample_size: int) -> UNet2DM
 
 def unet_base(in_channels: int, out_channels: int, sample_size: int) -> UNet2DModel:
     """4 levels (128, 256, 256, 512), 2 ResNet blocks each, attention at the two lowest resolutions: GPU-sized."""
-    from diffusers import UNet2DModel
+    from diffusers.models.unets.unet_2d import UNet2DModel
 
     return UNet2DModel(
         sample_size=sample_size,

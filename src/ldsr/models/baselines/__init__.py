@@ -145,9 +145,11 @@ class BaselineConfig:
         if self.arch != "esrgan":
             return dataclasses.replace(self)
         size = ESRGAN_SIZES[self.preset]
-        fields = ("num_blocks", "num_feat", "growth")
         return dataclasses.replace(
-            self, **{k: size[k] if getattr(self, k) is None else getattr(self, k) for k in fields}
+            self,
+            num_blocks=size["num_blocks"] if self.num_blocks is None else self.num_blocks,
+            num_feat=size["num_feat"] if self.num_feat is None else self.num_feat,
+            growth=size["growth"] if self.growth is None else self.growth,
         )
 
 

@@ -24,14 +24,14 @@ class ResidualDenseBlock(nn.Module):
 
     def __init__(self, num_feat: int, growth: int) -> None:
         super().__init__()
-        self.convs = nn.ModuleList(
-            nn.Conv2d(num_feat + k * growth, growth if k < 4 else num_feat, 3, padding=1) for k in range(5)
-        )
+        convs = [nn.Conv2d(num_feat + k * growth, growth if k < 4 else num_feat, 3, padding=1) for k in range(5)]
         # ESRGAN init: Kaiming normal scaled by 0.1 so deep residual stacks start near identity.
-        for conv in self.convs:
+        for conv in convs:
             nn.init.kaiming_normal_(conv.weight)
             conv.weight.data.mul_(0.1)
+            assert conv.bias is not None  # built with bias=True
             nn.init.zeros_(conv.bias)
+        self.convs = nn.ModuleList(convs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = [x]
@@ -209,12 +209,16 @@ class PerceptualLoss(nn.Module):
     Inputs (N, C, H, W) in [-1, 1]; grey (C=1) is repeated to 3 channels, then ImageNet-normalised.
     """
 
+    mean: torch.Tensor  # (1, 3, 1, 1) ImageNet mean, a buffer
+    std: torch.Tensor  # (1, 3, 1, 1) ImageNet std, a buffer
+
     def __init__(self, vgg: VGG19Features) -> None:
         super().__init__()
         self._plan: list[str] = []  # "conv<k>", "relu", "pool", in order
         k = 0
         for mod in vgg.features:
             if isinstance(mod, nn.Conv2d):
+                assert mod.bias is not None  # VGG19Features' convolutions have biases
                 self.register_buffer(f"w{k}", mod.weight.detach().clone(), persistent=False)
                 self.register_buffer(f"b{k}", mod.bias.detach().clone(), persistent=False)
                 self._plan.append(f"conv{k}")

@@ -65,8 +65,10 @@ class FSRCNN(nn.Module):
         for mod in self.body:
             if isinstance(mod, nn.Conv2d):
                 nn.init.kaiming_normal_(mod.weight, a=0.25, nonlinearity="leaky_relu")
+                assert mod.bias is not None  # every conv here has bias=True
                 nn.init.zeros_(mod.bias)
         nn.init.normal_(self.deconv.weight, std=1e-3)
+        assert self.deconv.bias is not None
         nn.init.zeros_(self.deconv.bias)
 
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
