@@ -27,7 +27,10 @@ from ldsr.data.datasets import (
     list_sources,
 )
 from ldsr.models import checkpoint as ck
-from ldsr.training.loop import EMA, TrainConfig, lr_factor, train
+from ldsr.training.config import TrainConfig
+from ldsr.training.ema import EMA
+from ldsr.training.loop import train
+from ldsr.training.optim import lr_factor
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny"

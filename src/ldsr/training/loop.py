@@ -1,11 +1,17 @@
 """The one training loop (accelerate) for every model that follows the Model protocol of ARCHITECTURE.md.
 
-AdamW with linear warm-up and a constant or cosine schedule, EMA weights, gradient clipping, gradient
-accumulation, mixed precision, an optional discriminator with its own optimizer (generator and
-discriminator steps alternate on each batch), periodic validation (PSNR / SSIM of the EMA weights via
-`model.predict`, measured by `ldsr.evaluation.metrics`), a CSV log (+ TensorBoard when installed) and checkpoints
-(ldsr.models.checkpoint) that resume exactly: the data order is a function of the step (ldsr.data.datasets), and the
-optimizer / scheduler / EMA / RNG states are stored as safetensors + JSON (no pickle).
+AdamW with linear warm-up and a constant or cosine schedule (`ldsr.training.optim`), EMA weights
+(`ldsr.training.ema`), gradient clipping, gradient accumulation, mixed precision, an optional discriminator with
+its own optimizer (generator and discriminator steps alternate on each batch), periodic validation (PSNR / SSIM
+of the EMA weights via `model.predict`, `ldsr.training.validate`), a CSV log (+ TensorBoard when installed,
+`ldsr.training.runlog`) and checkpoints (ldsr.models.checkpoint) that resume exactly: the data order is a
+function of the step (ldsr.data.datasets), and the optimizer / scheduler / EMA / RNG (`ldsr.training.rng`)
+states are stored as safetensors + JSON (no pickle). SIGTERM / SIGINT and `train.max_minutes` end a run after
+its step with a checkpoint (`ldsr.training.stop`).
+
+`train()` reads as its parts: `_setup` (accelerator, data, model, optimizers), `_resume`, `_train_step` (one
+optimizer step over `grad_accum` micro-batches), `_after_step` (schedules, EMA, log, validation, checkpoint,
+stop), `_save` and `_finish`.
 
 Multi-process (`accelerate launch --num_processes N`, DDP): the loss methods are reached through the
 forward of `_LossModule` (``mode="loss"`` -> `training_loss`, ``mode="disc"`` -> `discriminator_loss`), the
@@ -18,141 +24,32 @@ checkpoints happen on the main process; the log shows the main process's share o
 from __future__ import annotations
 
 import contextlib
-import csv
-import io as _io
-import math
-import random
-import shutil
 import signal
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Sampler
 
+from ldsr.models import checkpoint as ck
+from ldsr.training.checkpoints import prune_checkpoints, resume_point
 from ldsr.training.config import TrainConfig
+from ldsr.training.ema import EMA, ema_applied
+from ldsr.training.optim import Optimizers, build_optimizers
+from ldsr.training.rng import isolated_rng, rng_state, seed_everything, set_rng_state
+from ldsr.training.runlog import RunLog
+from ldsr.training.stop import StopRequest, any_process, ignore_interrupt
+from ldsr.training.validate import validate
 
 if TYPE_CHECKING:
     from ldsr.config import RunConfig
 
-# ----------------------------------------------------------------------------------------------------------
-# schedule, EMA, RNG
-
-
-def lr_factor(step: int, cfg: TrainConfig) -> float:
-    """Multiplier of the base LR for optimizer step `step` (0-based): (step + 1) / warmup during warm-up,
-    then 1 (constant) or a half cosine from 1 to `min_lr_ratio` over the remaining steps."""
-    if step < cfg.warmup_steps:
-        return (step + 1) / cfg.warmup_steps
-    if cfg.lr_schedule == "constant":
-        return 1.0
-    span = max(1, cfg.steps - cfg.warmup_steps)
-    t = min(1.0, (step - cfg.warmup_steps) / span)
-    return cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
-
-
-class EMA:
-    """Exponential moving average of a model's state: shadow = d * shadow + (1 - d) * weight for trainable
-    floating-point parameters once `step > start`; every other entry (buffers, frozen weights) and every entry
-    before `start` is copied.
-
-    d = `decay`, or with `warmup` d_n = min(decay, (1 + n) / (10 + n)) at the n-th averaged step (the
-    num_updates rule of TensorFlow's ExponentialMovingAverage): without it the initial weights keep a share
-    decay^n of the average, 33 % after 1100 steps at 0.999, which spoils short runs."""
-
-    def __init__(self, model: nn.Module, decay: float, start: int = 0, warmup: bool = False) -> None:
-        self.decay = float(decay)
-        self.start = int(start)
-        self.warmup = bool(warmup)
-        self.shadow: dict[str, torch.Tensor] = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        self.tracked = {n for n, p in model.named_parameters(remove_duplicate=False) if p.requires_grad}
-
-    def decay_at(self, step: int) -> float:
-        """The decay d used by `update(model, step)` (for step > start)."""
-        n = step - self.start
-        return min(self.decay, (1.0 + n) / (10.0 + n)) if self.warmup else self.decay
-
-    @torch.no_grad()
-    def update(self, model: nn.Module, step: int) -> None:
-        d = self.decay_at(step)
-        for k, v in model.state_dict().items():
-            s = self.shadow[k]
-            if step > self.start and k in self.tracked and s.is_floating_point():
-                s.mul_(d).add_(v.detach().to(s.dtype), alpha=1.0 - d)
-            else:
-                s.copy_(v)
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return self.shadow
-
-    def load_state_dict(self, sd: Mapping[str, torch.Tensor]) -> None:
-        missing = set(self.shadow) - set(sd)
-        unexpected = set(sd) - set(self.shadow)
-        if missing or unexpected:
-            raise ValueError(
-                f"EMA state does not match the model: missing {sorted(missing)[:5]}, "
-                f"unexpected {sorted(unexpected)[:5]}"
-            )
-        for k, v in sd.items():
-            self.shadow[k].copy_(v)
-
-    @contextlib.contextmanager
-    def applied(self, model: nn.Module) -> Iterator[nn.Module]:
-        """Temporarily load the EMA weights into `model`."""
-        backup = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        model.load_state_dict(self.shadow)
-        try:
-            yield model
-        finally:
-            model.load_state_dict(backup)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def rng_state() -> dict[str, Any]:
-    st: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        st["cuda"] = torch.cuda.get_rng_state_all()
-    return st
-
-
-def set_rng_state(st: Mapping[str, Any]) -> None:
-    v = st["python"]
-    random.setstate((v[0], tuple(v[1]), v[2]))
-    n = st["numpy"]
-    np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), int(n[2]), int(n[3]), float(n[4])))
-    torch.set_rng_state(st["torch"].cpu())
-    if "cuda" in st and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([t.cpu() for t in st["cuda"]])
-
-
-@contextlib.contextmanager
-def isolated_rng(seed: int) -> Iterator[None]:
-    """Run a block with fixed seeds without disturbing the training RNG streams (python, numpy, torch)."""
-    py, npy = random.getstate(), np.random.get_state()
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=devices):
-        seed_everything(seed)
-        try:
-            yield
-        finally:
-            random.setstate(py)
-            np.random.set_state(npy)
-
+__all__ = ["TrainConfig", "train"]
 
 # ----------------------------------------------------------------------------------------------------------
 # building models
@@ -200,7 +97,7 @@ def build_from_config(cfg: RunConfig) -> nn.Module:
     if cfg.task == "baseline":
         from ldsr.models.baselines import build_model as build_baseline
 
-        model = build_baseline(cfg.baseline, cfg.channels, cfg.scale)
+        model: nn.Module = build_baseline(cfg.baseline, cfg.channels, cfg.scale)
         if cfg.baseline.init_from:
             load_init_weights(model, cfg.baseline.init_from, prefix="generator.")
         return model
@@ -220,95 +117,7 @@ def build_from_config(cfg: RunConfig) -> nn.Module:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# logging
-
-
-class RunLog:
-    """log.csv (rewritten atomically at each row; columns grow as new keys appear) + optional TensorBoard."""
-
-    def __init__(self, run_dir: Path, resume_step: int | None) -> None:
-        self.path = run_dir / "log.csv"
-        self.rows: list[dict[str, Any]] = []
-        self.columns: list[str] = ["step", "loss", "lr"]
-        if resume_step is not None and self.path.is_file():
-            with open(self.path, newline="", encoding="utf-8") as f:
-                reader = csv.DictReader(f)
-                for c in reader.fieldnames or []:
-                    if c not in self.columns:
-                        self.columns.append(c)
-                self.rows = [r for r in reader if r.get("step") and int(r["step"]) <= resume_step]
-        self.tb: Any = None
-        try:
-            from torch.utils.tensorboard import SummaryWriter  # needs the optional `tensorboard` package
-
-            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
-        except Exception:  # noqa: BLE001 - optional: pip install tensorboard
-            self.tb = None
-
-    def add(self, row: dict[str, Any]) -> None:
-        for k in row:
-            if k not in self.columns and k != "seconds":
-                self.columns.append(k)
-        self.rows.append(row)
-        cols = [c for c in self.columns if c != "seconds"] + ["seconds"]
-        buf = _io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=cols, restval="", extrasaction="ignore", lineterminator="\n")
-        w.writeheader()
-        for r in self.rows:
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-        from ldsr.io import atomic_path
-
-        with atomic_path(self.path) as tmp:
-            tmp.write_text(buf.getvalue(), encoding="utf-8")
-        if self.tb is not None:
-            for k, v in row.items():
-                if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
-                    self.tb.add_scalar(k, v, int(row["step"]))
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
-
-
-# ----------------------------------------------------------------------------------------------------------
-# validation
-
-
-@torch.no_grad()
-def validate(
-    model: nn.Module, items: Any, *, device: torch.device, batch_size: int, crop_border: int, seed: int
-) -> dict[str, float]:
-    """Mean PSNR / SSIM (ldsr.evaluation.metrics, data_range 1, Y channel for RGB) of `model.predict` on `items`."""
-    from ldsr.data.tensor import to_array
-    from ldsr.evaluation.metrics import psnr, ssim
-
-    was_training = model.training
-    model.eval()
-    scores: dict[str, list[float]] = {"val_psnr": [], "val_ssim": []}
-    try:
-        with isolated_rng(seed):
-            for i in range(0, len(items), batch_size):
-                chunk = [items[j] for j in range(i, min(i + batch_size, len(items)))]
-                batch = {
-                    "hr": torch.stack([c["hr"] for c in chunk]).to(device),
-                    "lr": torch.stack([c["lr"] for c in chunk]).to(device),
-                    "name": [c["name"] for c in chunk],
-                }
-                pred = model.predict(batch).float()
-                for p, h in zip(pred, batch["hr"]):
-                    a, b = to_array(p), to_array(h)
-                    y = a.shape[2] == 3
-                    border = crop_border if min(a.shape[:2]) - 2 * crop_border >= 11 else 0
-                    scores["val_psnr"].append(psnr(a, b, data_range=1.0, crop_border=border, y_channel=y))
-                    scores["val_ssim"].append(ssim(a, b, data_range=1.0, crop_border=border, y_channel=y))
-    finally:
-        model.train(was_training)
-    return {k: float(np.mean(v)) for k, v in scores.items() if v}
-
-
-# ----------------------------------------------------------------------------------------------------------
-# the loop
-
+# what accelerate wraps, and the data stream
 
 LossMode = Literal["loss", "disc"]
 
@@ -318,15 +127,17 @@ class _LossModule(nn.Module):
     model's loss methods, so the DDP forward (gradient all-reduce) is not bypassed. The model is kept as
     `self.model`; checkpoints save `self.model`'s state dict, whose names are unchanged."""
 
+    model: Any  # a Model-protocol module: its loss methods are not nn.Module's
+
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, batch: dict[str, Any], mode: LossMode = "loss") -> tuple[torch.Tensor, dict[str, float]]:
         if mode == "loss":
-            return self.model.training_loss(batch)  # type: ignore[operator]
+            return self.model.training_loss(batch)
         if mode == "disc":
-            return self.model.discriminator_loss(batch)  # type: ignore[operator]
+            return self.model.discriminator_loss(batch)
         raise ValueError(f"mode must be 'loss' or 'disc', got {mode!r}")
 
 
@@ -364,42 +175,429 @@ def _to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]
     return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
 
 
-def _prune(ckpt_dir: Path, keep_last: int) -> None:
-    if keep_last <= 0:
+# ----------------------------------------------------------------------------------------------------------
+# the state of a call
+
+
+@dataclass
+class _Run:
+    """What `_setup` fixes for the whole call."""
+
+    cfg: RunConfig
+    seed: int
+    accelerator: Any  # accelerate.Accelerator (imported lazily)
+    train_ds: Any
+    val_items: Any  # None: no validation set
+    net: nn.Module  # the model itself (its state dict is what checkpoints hold)
+    wrapped: nn.Module  # what accelerate prepared: _LossModule(net), inside DDP in a multi-process run
+    opts: Optimizers
+    ema: EMA | None
+    config_dict: dict[str, Any]  # the run config stored in every checkpoint
+    model_config: Any
+    extra_meta: dict[str, Any]
+    measure_scale: bool  # an autoencoder built here gets its latent scale measured after its last step
+
+    @property
+    def tc(self) -> TrainConfig:
+        return self.cfg.train
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.tc.run_dir)
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.run_dir / ck.CHECKPOINTS_DIR
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    @property
+    def world(self) -> int:
+        return int(self.accelerator.num_processes)
+
+    @property
+    def rank(self) -> int:
+        return int(self.accelerator.process_index)
+
+    @property
+    def is_main(self) -> bool:
+        return bool(self.accelerator.is_main_process)
+
+    @property
+    def crop_border(self) -> int:
+        """Pixels left out at each edge in validation: the scale for SR, none for an autoencoder."""
+        return 0 if self.cfg.task == "autoencoder" else self.cfg.scale
+
+
+@dataclass
+class _Progress:
+    """Where the call stands: the optimizer step, the clock, the running log sums and why it stops."""
+
+    step: int = 0
+    seconds_before: float = 0.0  # training seconds of the calls before a resume
+    rng: Mapping[str, Any] | None = None  # the RNG state to restore before the first step (resume)
+    last_saved: int = -1
+    t0: float = 0.0  # perf_counter at the first step of this call
+    sums: dict[str, float] = field(default_factory=dict)  # step logs summed since the last log row
+    count: int = 0
+    stopped_by: str | None = None  # the signal's name or "train.max_minutes=..."
+
+    def seconds(self) -> float:
+        return self.seconds_before + time.perf_counter() - self.t0
+
+
+# ----------------------------------------------------------------------------------------------------------
+# set-up and resume
+
+
+def _accelerator(tc: TrainConfig) -> tuple[Any, Any]:
+    """A fresh Accelerator for this call and its DDP options (settled once the model is built, read by
+    `accelerator.prepare`; ignored in one process)."""
+    from accelerate import Accelerator, DistributedDataParallelKwargs
+    from accelerate.state import AcceleratorState
+
+    ddp_kwargs = DistributedDataParallelKwargs()
+    # accelerate keeps one AcceleratorState per process, fixed by its first Accelerator: a later train() call in
+    # the same process (a notebook, a sweep, scripts/precision_check.py) with another precision would be refused.
+    # Each call starts its own; the process topology (PartialState: ranks, process group) is kept.
+    AcceleratorState._reset_state(reset_partial_state=False)
+    accelerator = Accelerator(
+        mixed_precision=tc.precision,
+        gradient_accumulation_steps=tc.grad_accum,
+        cpu=not torch.cuda.is_available(),
+        kwargs_handlers=[ddp_kwargs],
+    )
+    return accelerator, ddp_kwargs
+
+
+def _model(cfg: RunConfig, model: nn.Module | None) -> nn.Module:
+    """`model`, or the model of `cfg.task`; it must have the Model protocol's methods."""
+    net = build_from_config(cfg) if model is None else model
+    for name in ("training_loss", "predict"):
+        if not callable(getattr(net, name, None)):
+            raise ValueError(f"model {type(net).__name__} lacks {name}() of the Model protocol")
+    return net
+
+
+def _checkpoint_configs(cfg: RunConfig, net: nn.Module, built: bool) -> tuple[dict[str, Any], Any, dict[str, Any]]:
+    """(run config, model config, extra metadata) stored in every checkpoint of the run."""
+    from ldsr.config import to_dict
+
+    config_dict = to_dict(cfg)
+    config_of = getattr(net, "config_dict", None)
+    model_config = config_of() if callable(config_of) else None
+    extra_meta: dict[str, Any] = {}
+    if built and cfg.task == "sr" and getattr(cfg.sr, "space", None) == "latent" and cfg.sr.autoencoder:
+        # The autoencoder's weights are inside the SR model's state; its config (as the run's `autoencoder`
+        # section, which ldsr.pipeline rebuilds it from) makes the checkpoint self-contained.
+        ae_run = ck.read_config(cfg.sr.autoencoder)
+        extra_meta["autoencoder_config"] = ae_run
+        config_dict["autoencoder"] = ae_run["autoencoder"]
+    return config_dict, model_config, extra_meta
+
+
+def _setup(cfg: RunConfig, model: nn.Module | None) -> _Run:
+    """Seed, start accelerate, build the data and the model (or take `model`), its optimizers and EMA."""
+    from ldsr.data.datasets import build_train_dataset, build_val_dataset
+
+    tc = cfg.train
+    seed = cfg.seed if tc.seed is None else tc.seed
+    seed_everything(seed)
+    accelerator, ddp_kwargs = _accelerator(tc)
+    train_ds = build_train_dataset(cfg.data, channels=cfg.channels, scale=cfg.scale, seed=seed)
+    val_items = build_val_dataset(cfg.data, channels=cfg.channels, scale=cfg.scale, seed=seed)
+    net = _model(cfg, model)
+    opts = build_optimizers(net, tc)
+    # Frozen weights (requires_grad False now, e.g. LatentSR's autoencoder) are not registered by DDP at all.
+    # With a discriminator, each step leaves one side without gradients (D in the generator step, G in the
+    # discriminator step; an autoencoder's D before disc_start): DDP must look for unused parameters (their
+    # gradients are then left untouched, not zeroed). Without one every trainable parameter gets a gradient.
+    ddp_kwargs.find_unused_parameters = opts.opt_d is not None
+    if opts.opt_d is not None:
+        wrapped, opts.opt, opts.opt_d = accelerator.prepare(_LossModule(net), opts.opt, opts.opt_d)
+    else:
+        wrapped, opts.opt = accelerator.prepare(_LossModule(net), opts.opt)
+    net = accelerator.unwrap_model(wrapped).model
+    ema = EMA(net, tc.ema_decay, tc.ema_start, tc.ema_warmup) if tc.ema_decay > 0 else None
+    config_dict, model_config, extra_meta = _checkpoint_configs(cfg, net, built=model is None)
+    measure_scale = model is None and cfg.task == "autoencoder" and hasattr(net, "scale_factor")
+    return _Run(cfg, seed, accelerator, train_ds, val_items, net, wrapped, opts, ema,
+                config_dict, model_config, extra_meta, measure_scale)  # fmt: skip
+
+
+def _resume(run: _Run, resume_from: Path | None) -> _Progress:
+    """Load the raw and EMA weights, optimizer, schedule and loss-scaler states of `resume_from`; the step,
+    the seconds trained and the RNG state it continues from. A fresh run starts at step 0."""
+    if resume_from is None:
+        return _Progress()
+    raw, _ = ck.load_weights(resume_from, ema=False)
+    run.net.load_state_dict(raw)
+    if run.ema is not None:
+        ema_sd, _ = ck.load_weights(resume_from, ema=True)
+        run.ema.load_state_dict({k: v.to(run.device) for k, v in ema_sd.items()})
+    st = ck.load_state(resume_from)
+    run.opts.load_state_dict(st)
+    trainer = st["trainer"]
+    if trainer.get("scaler") is not None and run.accelerator.scaler is not None:
+        run.accelerator.scaler.load_state_dict(trainer["scaler"])
+    step = int(trainer["step"])
+    return _Progress(step, float(trainer.get("seconds", 0.0)), trainer["rng"], last_saved=step)
+
+
+def _batches(run: _Run, prog: _Progress) -> Iterator[Mapping[str, Any]]:
+    """This process's training batches from `prog.step` on (the sample numbers continue from the step, for an
+    exact resume), then the RNG streams of the first step."""
+    from torch.utils.data import DataLoader
+
+    tc, workers = run.tc, run.cfg.data.num_workers
+    loader = DataLoader(
+        run.train_ds,
+        batch_size=tc.batch_size,
+        sampler=_ShardStream(prog.step * tc.grad_accum, tc.batch_size, run.rank, run.world),
+        num_workers=workers,
+        generator=torch.Generator().manual_seed(run.seed),  # keeps the global torch RNG untouched
+        worker_init_fn=ignore_interrupt,
+        pin_memory=run.device.type == "cuda",
+        persistent_workers=workers > 0,
+    )
+    batches = iter(loader)
+    if prog.rng is not None:
+        set_rng_state(prog.rng)
+    if run.rank > 0:
+        # The RNG state (and checkpoint) is the main process's: the others draw their own noise (diffusion
+        # timesteps, dropout ...), from streams fixed by the seed, the rank and the start step.
+        seed_everything(run.seed + 1_000_003 * run.rank + 7919 * prog.step)
+    return batches
+
+
+# ----------------------------------------------------------------------------------------------------------
+# one step
+
+
+def _micro_step(run: _Run, batch: dict[str, Any], logs: dict[str, float], step: int) -> None:
+    """Forward, backward and optimizer step of one micro-batch (accelerate steps the optimizer only at the
+    last micro-batch of a step); adds its share of the step's logs to `logs`."""
+    acc, tc, o = run.accelerator, run.tc, run.opts
+    with acc.accumulate(run.wrapped):
+        with _frozen(o.disc_params), acc.autocast():
+            loss, g_logs = run.wrapped(batch)
+        if not torch.isfinite(loss.detach()):
+            raise FloatingPointError(f"loss is {loss.item()} at step {step + 1}; lower train.lr or check the data")
+        acc.backward(loss)
+        if acc.sync_gradients and tc.grad_clip > 0:
+            if o.opt_d is None:
+                acc.clip_grad_norm_(o.gen_params, tc.grad_clip)
+            else:
+                acc.unscale_gradients(o.opt)
+                torch.nn.utils.clip_grad_norm_(o.gen_params, tc.grad_clip)
+        o.opt.step()
+        o.opt.zero_grad(set_to_none=True)
+        for k, v in g_logs.items():
+            if k != "loss":
+                logs[k] = logs.get(k, 0.0) + float(v) / tc.grad_accum
+        logs["loss"] = logs.get("loss", 0.0) + float(loss.detach()) / tc.grad_accum
+        if o.opt_d is not None:
+            _disc_step(run, batch, logs)
+
+
+def _disc_step(run: _Run, batch: dict[str, Any], logs: dict[str, float]) -> None:
+    """The discriminator's step on the same micro-batch (generator weights frozen)."""
+    acc, tc, o = run.accelerator, run.tc, run.opts
+    with _frozen(o.gen_params), acc.autocast():
+        d_loss, d_logs = run.wrapped(batch, mode="disc")
+    acc.backward(d_loss)
+    if acc.sync_gradients and tc.grad_clip > 0:
+        acc.unscale_gradients(o.opt_d)
+        torch.nn.utils.clip_grad_norm_(o.disc_params, tc.grad_clip)
+    o.opt_d.step()
+    o.opt_d.zero_grad(set_to_none=True)
+    for k, v in d_logs.items():
+        logs[k] = logs.get(k, 0.0) + float(v) / tc.grad_accum
+
+
+def _train_step(
+    run: _Run, batches: Iterator[Mapping[str, Any]], stop: StopRequest, step: int
+) -> dict[str, float] | None:
+    """One optimizer step over `grad_accum` micro-batches; its logs (means over the micro-batches), or None
+    when the loader failed after a stop signal (the step is dropped, its gradients cleared)."""
+    logs: dict[str, float] = {}
+    for _ in range(run.tc.grad_accum):
+        try:
+            raw_batch = next(batches)
+        except Exception:
+            # A signal sent to the whole process group (SLURM's SIGTERM) can end the loader workers first;
+            # then this step is dropped and the run stops at the last completed one.
+            if stop.signum is None or run.world > 1:
+                raise
+            run.opts.zero_grad()
+            return None
+        _micro_step(run, _to_device(raw_batch, run.device), logs, step)
+    return logs
+
+
+def _advance(run: _Run, prog: _Progress, logs: Mapping[str, float]) -> float:
+    """Count the step: LR schedules, EMA, running log sums. Returns the LR the step was taken with."""
+    lr_now: float = run.opts.opt.param_groups[0]["lr"]
+    prog.step += 1
+    run.opts.step_schedules()
+    if run.ema is not None:
+        run.ema.update(run.net, prog.step)
+    for k, v in logs.items():
+        prog.sums[k] = prog.sums.get(k, 0.0) + v
+    prog.count += 1
+    return lr_now
+
+
+def _validate(run: _Run) -> dict[str, float]:
+    """Validation scores of the EMA weights (the raw ones without an EMA); {} without a validation set."""
+    if run.val_items is None:
+        return {}
+    with ema_applied(run.ema, run.net):
+        return validate(run.net, run.val_items, device=run.device, batch_size=run.tc.batch_size,
+                        crop_border=run.crop_border, seed=run.seed)  # fmt: skip
+
+
+def _log_step(
+    run: _Run, prog: _Progress, log: RunLog | None, bar: Any, lr: float, seconds: float, signal_stop: bool
+) -> None:
+    """The log row of the step that just ended (with validation when due), every `log_every` steps and at the end."""
+    tc, step = run.tc, prog.step
+    final = step == tc.steps or prog.stopped_by is not None
+    # validation at a budget stop, not at a signal: a preempted job has seconds to exit
+    do_val = (
+        (tc.val_every > 0 and step % tc.val_every == 0)
+        or step == tc.steps
+        or (prog.stopped_by is not None and not signal_stop)
+    )
+    if not ((tc.log_every > 0 and step % tc.log_every == 0) or do_val or final):
         return
-    from ldsr.models.checkpoint import latest_checkpoint
+    if log is not None:
+        row: dict[str, Any] = {"step": step, "lr": lr}
+        row.update({k: v / max(prog.count, 1) for k, v in prog.sums.items()})
+        if do_val:
+            row.update(_validate(run))
+        row["seconds"] = round(seconds, 3)
+        log.add(row)
+        if bar is not None:
+            bar.set_postfix({k: f"{row[k]:.4g}" for k in ("loss", "lr", "val_psnr") if k in row})
+    prog.sums, prog.count = {}, 0
 
-    latest = latest_checkpoint(ckpt_dir)
-    folders = sorted(p for p in ckpt_dir.glob("step_*") if p.is_dir())
-    for p in folders[:-keep_last]:
-        if p != latest:
-            shutil.rmtree(p, ignore_errors=True)
+
+def _after_step(
+    run: _Run, prog: _Progress, stop: StopRequest, logs: Mapping[str, float], log: RunLog | None, bar: Any, end: int
+) -> bool:
+    """Everything after an optimizer step: schedules and EMA, the stop check, the log row, the checkpoint.
+    True when the run stops here."""
+    tc = run.tc
+    lr = _advance(run, prog, logs)
+    seconds = prog.seconds()
+    # A signal or the time budget ends the run here, like its last step: logged, validated, checkpointed.
+    out_of_time = tc.max_minutes > 0 and time.perf_counter() - prog.t0 > 60.0 * tc.max_minutes
+    if any_process(stop.signum is not None or out_of_time, run.accelerator):
+        prog.stopped_by = (
+            signal.Signals(stop.signum).name if stop.signum is not None else f"train.max_minutes={tc.max_minutes:g}"
+        )
+    _log_step(run, prog, log, bar, lr, seconds, signal_stop=stop.signum is not None)
+    if bar is not None:
+        bar.update(1)
+    step, stopping = prog.step, prog.stopped_by is not None
+    if (tc.ckpt_every > 0 and step % tc.ckpt_every == 0) or step == end or stopping:
+        if not (run.measure_scale and (step == tc.steps or stopping)):  # saved by _finish, with the scale
+            _save(run, step, seconds)
+            prog.last_saved = step
+    if stopping and run.is_main:
+        print(f"{prog.stopped_by}: stopping at step {step} of {tc.steps}; continue with --resume", file=sys.stderr)
+    return stopping
 
 
-class _StopRequest:
-    """SIGTERM / SIGINT during training ask for a clean stop: the loop finishes its step, checkpoints and returns
-    (a scheduler's preemption or `timeout` then costs no work; `--resume` continues). A second signal of the same
-    kind acts as usual (Ctrl-C twice interrupts at once). Handlers are installed only in the main thread."""
+def _stop_without_step(run: _Run, prog: _Progress, stop: StopRequest) -> None:
+    """The loader failed after a stop signal: the run stops at its last completed step, checkpointed."""
+    prog.stopped_by = signal.Signals(stop.signum or signal.SIGTERM).name
+    if not run.measure_scale and prog.last_saved != prog.step:  # an autoencoder is saved by _finish, with its scale
+        _save(run, prog.step, prog.seconds())
+        prog.last_saved = prog.step
+    print(f"{prog.stopped_by}: stopping at step {prog.step} of {run.tc.steps}; continue with --resume", file=sys.stderr)
 
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._old: dict[int, Any] = {}
+# ----------------------------------------------------------------------------------------------------------
+# checkpoints and the end of a call
 
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.signum = signum
-        signal.signal(signum, self._old.get(signum, signal.SIG_DFL))
 
-    def __enter__(self) -> _StopRequest:
-        if threading.current_thread() is threading.main_thread():
-            for s in self.SIGNALS:
-                self._old[s] = signal.signal(s, self._handle)
-        return self
+def _save(run: _Run, at: int, seconds: float, extra: Mapping[str, Any] | None = None) -> Path:
+    """Checkpoint written by the main process; every process waits for it (all reach it at the same step)."""
+    folder = run.ckpt_dir / ck.checkpoint_name(at)
+    run.accelerator.wait_for_everyone()
+    if run.is_main:
+        _write_checkpoint(run, folder, at, seconds, extra)
+    run.accelerator.wait_for_everyone()
+    return folder
 
-    def __exit__(self, *exc: Any) -> None:
-        for s, old in self._old.items():
-            signal.signal(s, old)
+
+def _write_checkpoint(run: _Run, folder: Path, at: int, seconds: float, extra: Mapping[str, Any] | None) -> None:
+    """Weights, EMA, config and the training state (`state/`) of step `at`; then old checkpoints are pruned."""
+    tc, scaler = run.tc, run.accelerator.scaler
+    trainer_state = {
+        "step": at,
+        "samples": at * tc.grad_accum * tc.batch_size * run.world,
+        "num_processes": run.world,
+        "seconds": seconds,
+        "rng": rng_state(),
+        "scaler": scaler.state_dict() if scaler is not None else None,
+    }
+    ck.save_checkpoint(
+        folder,
+        model=run.net,
+        ema=run.ema.state_dict() if run.ema is not None else None,
+        config=run.config_dict,
+        model_config=run.model_config,
+        step=at,
+        extra_state={**run.opts.state_dict(), "trainer": trainer_state},
+        metadata={**run.extra_meta, **(extra or {})},
+    )
+    prune_checkpoints(run.ckpt_dir, tc.keep_last)
+
+
+def _finish(run: _Run, prog: _Progress) -> Path:
+    """Align the processes' buffers, measure an autoencoder's latent scale, write the last checkpoint."""
+    if run.world > 1:
+        # DDP broadcasts the buffers (BatchNorm statistics, step counters) from the main process before each
+        # forward, so after the last one they differ per process: end with the main process's (the saved ones).
+        with torch.no_grad():
+            for b in run.net.buffers():
+                torch.distributed.broadcast(b, src=0)
+    seconds = prog.seconds()
+    if run.measure_scale and (prog.step == run.tc.steps or prog.stopped_by is not None):
+        # The latent scale (1 / std of the training latents) of the weights that will be used: the EMA's.
+        # Every process measures it (same weights, same samples), so they all end with the same model.
+        scale = _measure_latent_scale(run.net, run.ema, run.train_ds, run.tc.batch_size, run.device)
+        return _save(run, prog.step, seconds, {"scale_factor": scale})
+    if prog.last_saved != prog.step:
+        return _save(run, prog.step, seconds)
+    return run.ckpt_dir / ck.checkpoint_name(prog.step)
+
+
+def _measure_latent_scale(net: nn.Module, ema: EMA | None, ds: Any, batch_size: int, device: torch.device) -> float:
+    """Set the autoencoder's (and its EMA's) `scale_factor` to 1 / std of its latents of <= 64 training samples."""
+    from ldsr.models.autoencoder import Autoencoder, measure_scale_factor
+
+    if not isinstance(net, Autoencoder):
+        raise TypeError(f"only an Autoencoder has a latent scale, got {type(net).__name__}")
+    n = min(len(ds), 64)
+    batches = [
+        torch.stack([ds[k]["hr"] for k in range(i, min(i + batch_size, n))]).to(device) for i in range(0, n, batch_size)
+    ]  # each (B, C, H, W)
+    with isolated_rng(0), ema_applied(ema, net):
+        scale = float(measure_scale_factor(net, batches))
+    net.scale_factor.fill_(scale)
+    if ema is not None and "scale_factor" in ema.shadow:
+        ema.shadow["scale_factor"].fill_(scale)
+    return scale
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the loop
 
 
 def train(
@@ -416,357 +614,35 @@ def train(
     refuses a run_dir that already holds checkpoints. `stop_after` ends this call after that many steps
     (with a checkpoint), as an interruption would; so does SIGTERM / SIGINT (after the step in progress).
     """
-    from accelerate import Accelerator, DistributedDataParallelKwargs
-    from accelerate.state import AcceleratorState
-    from torch.utils.data import DataLoader
-
-    from ldsr.config import to_dict
-    from ldsr.data.datasets import build_train_dataset, build_val_dataset
-    from ldsr.models import checkpoint as ck
-
     if model is None:
         cfg.resolve()
-    tc = cfg.train
-    seed = cfg.seed if tc.seed is None else tc.seed
-    run_dir = Path(tc.run_dir)
-    ckpt_dir = run_dir / ck.CHECKPOINTS_DIR
-    resume_from: Path | None = None
-    if resume:
-        resume_from = ck.latest_checkpoint(run_dir)
-        if resume_from is None:
-            raise ValueError(f"--resume: no checkpoint in {ckpt_dir} (nothing to resume)")
-    elif ck.latest_checkpoint(run_dir) is not None:
-        raise ValueError(
-            f"{run_dir} already holds checkpoints: pass --resume to continue, or set train.run_dir to a new folder"
-        )
-
-    seed_everything(seed)
-    # DDP options, settled once the model is built (read by accelerator.prepare; ignored in one process)
-    ddp_kwargs = DistributedDataParallelKwargs()
-    # accelerate keeps one AcceleratorState per process, fixed by its first Accelerator: a later train() call in
-    # the same process (a notebook, a sweep, scripts/precision_check.py) with another precision would be refused.
-    # Each call starts its own; the process topology (PartialState: ranks, process group) is kept.
-    AcceleratorState._reset_state(reset_partial_state=False)
-    accelerator = Accelerator(
-        mixed_precision=tc.precision,
-        gradient_accumulation_steps=tc.grad_accum,
-        cpu=not torch.cuda.is_available(),
-        kwargs_handlers=[ddp_kwargs],
-    )
-    device = accelerator.device
-    world, rank, is_main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
-
-    # --- data ---
-    train_ds = build_train_dataset(cfg.data, channels=cfg.channels, scale=cfg.scale, seed=seed)
-    val_items = build_val_dataset(cfg.data, channels=cfg.channels, scale=cfg.scale, seed=seed)
-
-    # --- model and optimizers ---
-    net = build_from_config(cfg) if model is None else model
-    for name in ("training_loss", "predict"):
-        if not callable(getattr(net, name, None)):
-            raise ValueError(f"model {type(net).__name__} lacks {name}() of the Model protocol")
-    disc: nn.Module | None = getattr(net, "discriminator", None) if hasattr(net, "discriminator_loss") else None
-    disc_params = [p for p in disc.parameters() if p.requires_grad] if disc is not None else []
-    disc_ids = {id(p) for p in disc_params}
-    gen_params = [p for p in net.parameters() if p.requires_grad and id(p) not in disc_ids]
-    if not gen_params:
-        raise ValueError(f"model {type(net).__name__} has no trainable parameters")
-    opt = torch.optim.AdamW(gen_params, lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay)
-    opt_d = (
-        torch.optim.AdamW(disc_params, lr=tc.disc_lr or tc.lr, betas=tc.betas, weight_decay=tc.weight_decay)
-        if disc_params
-        else None
-    )
-    schedule: Callable[[int], float] = lambda s: lr_factor(s, tc)  # noqa: E731
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-    sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, schedule) if opt_d is not None else None
-    # Frozen weights (requires_grad False now, e.g. LatentSR's autoencoder) are not registered by DDP at all.
-    # With a discriminator, each step leaves one side without gradients (D in the generator step, G in the
-    # discriminator step; an autoencoder's D before disc_start): DDP must look for unused parameters (their
-    # gradients are then left untouched, not zeroed). Without one every trainable parameter gets a gradient.
-    ddp_kwargs.find_unused_parameters = opt_d is not None
-    if opt_d is not None:
-        wrapped, opt, opt_d = accelerator.prepare(_LossModule(net), opt, opt_d)
-    else:
-        wrapped, opt = accelerator.prepare(_LossModule(net), opt)
-    net = accelerator.unwrap_model(wrapped).model
-    ema = EMA(net, tc.ema_decay, tc.ema_start, tc.ema_warmup) if tc.ema_decay > 0 else None
-
-    config_dict = to_dict(cfg)
-    model_config = net.config_dict() if callable(getattr(net, "config_dict", None)) else None
-    extra_meta: dict[str, Any] = {}
-    if model is None and cfg.task == "sr" and getattr(cfg.sr, "space", None) == "latent" and cfg.sr.autoencoder:
-        # The autoencoder's weights are inside the SR model's state; its config (as the run's `autoencoder`
-        # section, which ldsr.pipeline rebuilds it from) makes the checkpoint self-contained.
-        ae_run = ck.read_config(cfg.sr.autoencoder)
-        extra_meta["autoencoder_config"] = ae_run
-        config_dict["autoencoder"] = ae_run["autoencoder"]
-
-    # --- resume ---
-    step = 0
-    seconds_before = 0.0
-    state_rng: Mapping[str, Any] | None = None
-    if resume_from is not None:
-        raw, _ = ck.load_weights(resume_from, ema=False)
-        net.load_state_dict(raw)
-        if ema is not None:
-            ema_sd, _ = ck.load_weights(resume_from, ema=True)
-            ema.load_state_dict({k: v.to(device) for k, v in ema_sd.items()})
-        st = ck.load_state(resume_from)
-        opt.load_state_dict(st["optimizer"])
-        sched.load_state_dict(st["scheduler"])
-        if opt_d is not None and sched_d is not None:
-            opt_d.load_state_dict(st["optimizer_d"])
-            sched_d.load_state_dict(st["scheduler_d"])
-        trainer = st["trainer"]
-        step = int(trainer["step"])
-        seconds_before = float(trainer.get("seconds", 0.0))
-        if trainer.get("scaler") is not None and accelerator.scaler is not None:
-            accelerator.scaler.load_state_dict(trainer["scaler"])
-        state_rng = trainer["rng"]
-
-    if is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    log = RunLog(run_dir, step if resume_from is not None else None) if is_main else None
-    crop_border = 0 if cfg.task == "autoencoder" else cfg.scale
-    # autoencoders built here get their latent scale measured (on the EMA weights) after the last step
-    measure_scale = model is None and cfg.task == "autoencoder" and hasattr(net, "scale_factor")
-
-    def save(at: int, seconds: float, extra: Mapping[str, Any] | None = None) -> Path:
-        """Checkpoint written by the main process; every process waits for it (all reach it at the same step)."""
-        folder = ckpt_dir / ck.checkpoint_name(at)
-        accelerator.wait_for_everyone()
-        if is_main:
-            _save(folder, at, seconds, extra)
-        accelerator.wait_for_everyone()
-        return folder
-
-    def _save(folder: Path, at: int, seconds: float, extra: Mapping[str, Any] | None) -> None:
-        trainer_state = {
-            "step": at,
-            "samples": at * tc.grad_accum * tc.batch_size * world,
-            "num_processes": world,
-            "seconds": seconds,
-            "rng": rng_state(),
-            "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
-        }
-        state: dict[str, Any] = {
-            "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(),
-            "trainer": trainer_state,
-        }
-        if opt_d is not None and sched_d is not None:
-            state["optimizer_d"] = opt_d.state_dict()
-            state["scheduler_d"] = sched_d.state_dict()
-        ck.save_checkpoint(
-            folder,
-            model=net,
-            ema=ema.state_dict() if ema is not None else None,
-            config=config_dict,
-            model_config=model_config,
-            step=at,
-            extra_state=state,
-            metadata={**extra_meta, **(extra or {})},
-        )
-        _prune(ckpt_dir, tc.keep_last)
-
-    def run_validation(at: int) -> dict[str, float]:
-        if val_items is None:
-            return {}
-        ctx = ema.applied(net) if ema is not None else contextlib.nullcontext(net)
-        with ctx:
-            return validate(net, val_items, device=device, batch_size=tc.batch_size, crop_border=crop_border, seed=seed)
-
-    # --- data stream: sample numbers continue from the step (exact resume) ---
-    loader = DataLoader(
-        train_ds,
-        batch_size=tc.batch_size,
-        sampler=_ShardStream(step * tc.grad_accum, tc.batch_size, rank, world),
-        num_workers=cfg.data.num_workers,
-        generator=torch.Generator().manual_seed(seed),  # keeps the global torch RNG untouched
-        worker_init_fn=_ignore_interrupt,
-        pin_memory=device.type == "cuda",
-        persistent_workers=cfg.data.num_workers > 0,
-    )
-    batches = iter(loader)
-    if state_rng is not None:
-        set_rng_state(state_rng)
-    if rank > 0:
-        # The RNG state (and checkpoint) is the main process's: the others draw their own noise (diffusion
-        # timesteps, dropout ...), from streams fixed by the seed, the rank and the start step.
-        seed_everything(seed + 1_000_003 * rank + 7919 * step)
-
-    start_step = step
-    t0 = time.perf_counter()
-    end = tc.steps if stop_after is None else min(tc.steps, start_step + stop_after)
+    resume_from = resume_point(Path(cfg.train.run_dir), resume)
+    run = _setup(cfg, model)
+    prog = _resume(run, resume_from)
+    if run.is_main:
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+    log = RunLog(run.run_dir, prog.step if resume_from is not None else None) if run.is_main else None
+    batches = _batches(run, prog)
+    prog.t0 = time.perf_counter()
+    end = run.tc.steps if stop_after is None else min(run.tc.steps, prog.step + stop_after)
     bar = None
-    if progress and is_main:
+    if progress and run.is_main:
         from tqdm import tqdm
 
-        bar = tqdm(total=tc.steps, initial=step, desc=f"train {cfg.task}", dynamic_ncols=True, file=sys.stderr)
-    sums: dict[str, float] = {}
-    count = 0
-    last_saved = step if resume_from is not None else -1
-    net.train()
-    stop = _StopRequest()
-    stopped_by: str | None = None
+        bar = tqdm(total=run.tc.steps, initial=prog.step, desc=f"train {cfg.task}", dynamic_ncols=True, file=sys.stderr)
+    run.net.train()
     try:
-        stop.__enter__()
-        while step < end:
-            step_logs: dict[str, float] = {}
-            lost_batch = False
-            for _ in range(tc.grad_accum):
-                try:
-                    raw_batch = next(batches)
-                except Exception:
-                    # A signal sent to the whole process group (SLURM's SIGTERM) can end the loader workers first;
-                    # then this step is dropped and the run stops at the last completed one.
-                    if stop.signum is None or world > 1:
-                        raise
-                    lost_batch = True
+        with StopRequest() as stop:
+            while prog.step < end:
+                logs = _train_step(run, batches, stop, prog.step)
+                if logs is None:
+                    _stop_without_step(run, prog, stop)
                     break
-                batch = _to_device(raw_batch, device)
-                with accelerator.accumulate(wrapped):
-                    with _frozen(disc_params), accelerator.autocast():
-                        loss, logs = wrapped(batch)
-                    if not torch.isfinite(loss.detach()):
-                        raise FloatingPointError(
-                            f"loss is {loss.item()} at step {step + 1}; lower train.lr or check the data"
-                        )
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients and tc.grad_clip > 0:
-                        if opt_d is None:
-                            accelerator.clip_grad_norm_(gen_params, tc.grad_clip)
-                        else:
-                            accelerator.unscale_gradients(opt)
-                            torch.nn.utils.clip_grad_norm_(gen_params, tc.grad_clip)
-                    opt.step()
-                    opt.zero_grad(set_to_none=True)
-                    for k, v in logs.items():
-                        if k != "loss":
-                            step_logs[k] = step_logs.get(k, 0.0) + float(v) / tc.grad_accum
-                    step_logs["loss"] = step_logs.get("loss", 0.0) + float(loss.detach()) / tc.grad_accum
-                    if opt_d is not None:
-                        with _frozen(gen_params), accelerator.autocast():
-                            d_loss, d_logs = wrapped(batch, mode="disc")
-                        accelerator.backward(d_loss)
-                        if accelerator.sync_gradients and tc.grad_clip > 0:
-                            accelerator.unscale_gradients(opt_d)
-                            torch.nn.utils.clip_grad_norm_(disc_params, tc.grad_clip)
-                        opt_d.step()
-                        opt_d.zero_grad(set_to_none=True)
-                        for k, v in d_logs.items():
-                            step_logs[k] = step_logs.get(k, 0.0) + float(v) / tc.grad_accum
-            if lost_batch:
-                opt.zero_grad(set_to_none=True)
-                if opt_d is not None:
-                    opt_d.zero_grad(set_to_none=True)
-                stopped_by = signal.Signals(stop.signum or signal.SIGTERM).name
-                if not measure_scale and last_saved != step:  # an autoencoder is saved below, with its scale
-                    save(step, seconds_before + time.perf_counter() - t0)
-                    last_saved = step
-                print(f"{stopped_by}: stopping at step {step} of {tc.steps}; continue with --resume", file=sys.stderr)
-                break
-            lr_now = opt.param_groups[0]["lr"]
-            step += 1
-            sched.step()
-            if sched_d is not None:
-                sched_d.step()
-            if ema is not None:
-                ema.update(net, step)
-            for k, v in step_logs.items():
-                sums[k] = sums.get(k, 0.0) + v
-            count += 1
-            seconds = seconds_before + time.perf_counter() - t0
-            # A signal or the time budget ends the run here, like its last step: logged, validated, checkpointed.
-            out_of_time = tc.max_minutes > 0 and time.perf_counter() - t0 > 60.0 * tc.max_minutes
-            if _any_process(stop.signum is not None or out_of_time, accelerator):
-                stopped_by = (
-                    signal.Signals(stop.signum).name
-                    if stop.signum is not None
-                    else f"train.max_minutes={tc.max_minutes:g}"
-                )
-            # (validation at a budget stop, not at a signal: a preempted job has seconds to exit)
-            final = step == tc.steps or stopped_by is not None
-            do_val = (
-                (tc.val_every > 0 and step % tc.val_every == 0)
-                or step == tc.steps
-                or (stopped_by is not None and stop.signum is None)
-            )
-            do_log = (tc.log_every > 0 and step % tc.log_every == 0) or do_val or final
-            if do_log:
-                if log is not None:
-                    row: dict[str, Any] = {"step": step, "lr": lr_now}
-                    row.update({k: v / max(count, 1) for k, v in sums.items()})
-                    if do_val:
-                        row.update(run_validation(step))
-                    row["seconds"] = round(seconds, 3)
-                    log.add(row)
-                    if bar is not None:
-                        bar.set_postfix({k: f"{row[k]:.4g}" for k in ("loss", "lr", "val_psnr") if k in row})
-                sums, count = {}, 0
-            if bar is not None:
-                bar.update(1)
-            if (tc.ckpt_every > 0 and step % tc.ckpt_every == 0) or step == end or stopped_by is not None:
-                if not (measure_scale and (step == tc.steps or stopped_by is not None)):  # saved below, with the scale
-                    save(step, seconds)
-                    last_saved = step
-            if stopped_by is not None:
-                if is_main:
-                    print(
-                        f"{stopped_by}: stopping at step {step} of {tc.steps}; continue with --resume", file=sys.stderr
-                    )
-                break
+                if _after_step(run, prog, stop, logs, log, bar, end):
+                    break
     finally:
-        stop.__exit__()
         if bar is not None:
             bar.close()
         if log is not None:
             log.close()
-
-    if world > 1:
-        # DDP broadcasts the buffers (BatchNorm statistics, step counters) from the main process before each
-        # forward, so after the last one they differ per process: end with the main process's (the saved ones).
-        with torch.no_grad():
-            for b in net.buffers():
-                torch.distributed.broadcast(b, src=0)
-    seconds = seconds_before + time.perf_counter() - t0
-    if measure_scale and (step == tc.steps or stopped_by is not None):
-        # The latent scale (1 / std of the training latents) of the weights that will be used: the EMA's.
-        # Every process measures it (same weights, same samples), so they all end with the same model.
-        scale = _measure_latent_scale(net, ema, train_ds, tc.batch_size, device)
-        return save(step, seconds, {"scale_factor": scale})
-    if last_saved != step:
-        return save(step, seconds)
-    return ckpt_dir / ck.checkpoint_name(step)
-
-
-def _ignore_interrupt(worker_id: int) -> None:
-    """Loader workers ignore SIGINT: Ctrl-C reaches the whole foreground process group, and the main process
-    needs its workers for the step it finishes before checkpointing (they exit with it)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _any_process(flag: bool, accelerator: Any) -> bool:
-    """True on every process when `flag` is true on any (one scalar all-reduce; free in one process)."""
-    if accelerator.num_processes == 1:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=accelerator.device)
-    return bool(accelerator.reduce(t, reduction="sum").item() > 0)
-
-
-def _measure_latent_scale(net: nn.Module, ema: EMA | None, ds: Any, batch_size: int, device: torch.device) -> float:
-    from ldsr.models.autoencoder import measure_scale_factor
-
-    n = min(len(ds), 64)
-    batches = [
-        torch.stack([ds[k]["hr"] for k in range(i, min(i + batch_size, n))]).to(device) for i in range(0, n, batch_size)
-    ]
-    with isolated_rng(0):
-        ctx = ema.applied(net) if ema is not None else contextlib.nullcontext(net)
-        with ctx:
-            scale = float(measure_scale_factor(net, batches))  # type: ignore[arg-type]
-    net.scale_factor.fill_(scale)  # type: ignore[operator, union-attr]
-    if ema is not None and "scale_factor" in ema.shadow:
-        ema.shadow["scale_factor"].fill_(scale)
-    return scale
+    return _finish(run, prog)
