@@ -30,14 +30,26 @@ import numpy as np
 
 from ldsr.data.degrade import PRESETS, crop_to_multiple, degrade, rng_for
 from ldsr.data.resize import imresize
-from ldsr.evaluation.metrics import SSIM_K1, SSIM_K2, SSIM_SIGMA, SSIM_WINDOW, psnr, quantize, ssim, ssim_map
+from ldsr.evaluation.metrics import (
+    SSIM_K1,
+    SSIM_K2,
+    SSIM_SIGMA,
+    SSIM_WINDOW,
+    gmsd,
+    hf_energy_ratio,
+    hfen,
+    psnr,
+    quantize,
+    ssim,
+    ssim_map,
+)
 from ldsr.io import ImageError, ImageMeta, atomic_path, list_images, read_image, write_image
 from ldsr.io.batch import run_batch
 
-Preset = Literal["bicubic", "bsrgan", "light"]
+Preset = Literal["bicubic", "bsrgan", "light", "kspace", "blind"]
 DIFFUSION_KINDS = ("latent", "pixel")
 N_COMPARISON = 3  # images shown in comparison_<name>.png
-METRIC_KEYS = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb", "lr_psnr")
+METRIC_KEYS = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb", "lr_psnr", "hfen_y", "gmsd_y", "hf_ratio_y")
 
 
 @dataclass(frozen=True)
@@ -117,6 +129,9 @@ class Row:
     psnr_rgb: float
     ssim_rgb: float
     lr_psnr: float
+    hfen_y: float  # HFEN, GMSD and HF energy ratio on Y (ldsr.evaluation.metrics): blur shows in them
+    gmsd_y: float
+    hf_ratio_y: float
     psnr_y_std: float
     ssim_y_std: float
     samples: int
@@ -242,6 +257,9 @@ def score(sr: np.ndarray, case: Case, scale: int) -> dict[str, float]:
         "psnr_rgb": psnr(p, g, **kw),
         "ssim_rgb": ssim(p, g, **kw),
         "lr_psnr": psnr(back, case.lr.astype(np.float64), data_range=1.0),
+        "hfen_y": hfen(p, g, y_channel=True, **kw),
+        "gmsd_y": gmsd(p, g, y_channel=True, **kw),
+        "hf_ratio_y": hf_energy_ratio(p, g, y_channel=True, **kw),
     }
 
 
@@ -534,8 +552,8 @@ def _pm(mean: float, std: float, fmt: str, samples: int) -> str:
 
 def summary_table(rows: Sequence[dict[str, Any]]) -> str:
     """Markdown Table 5.1: Method | Steps | PSNR | SSIM | Params, then the extra measurements."""
-    head = ["Method", "Steps (NFE)", "PSNR Y", "SSIM Y", "Params", "PSNR RGB", "SSIM RGB", "LR-PSNR", "s/image",
-            "peak MB", "device"]  # fmt: skip
+    head = ["Method", "Steps (NFE)", "PSNR Y", "SSIM Y", "Params", "PSNR RGB", "SSIM RGB", "LR-PSNR", "HFEN Y",
+            "GMSD Y", "HF ratio Y", "s/image", "peak MB", "device"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         steps = "/" if r["steps"] is None else f"{r['steps']} ({r['nfe']})"
@@ -543,7 +561,8 @@ def summary_table(rows: Sequence[dict[str, Any]]) -> str:
             steps += f", mean of {r['draws']}"
         cells = [r["method"], steps, _pm(r["psnr_y"], r["psnr_y_std"], ".2f", r["samples"]),
                  _pm(r["ssim_y"], r["ssim_y_std"], ".4f", r["samples"]), _params(r["params"]), f"{r['psnr_rgb']:.2f}",
-                 f"{r['ssim_rgb']:.4f}", f"{r['lr_psnr']:.2f}", f"{r['seconds_per_image']:.3g}",
+                 f"{r['ssim_rgb']:.4f}", f"{r['lr_psnr']:.2f}", f"{r['hfen_y']:.4f}", f"{r['gmsd_y']:.4f}",
+                 f"{r['hf_ratio_y']:.3f}", f"{r['seconds_per_image']:.3g}",
                  f"{r['peak_mb']:.1f}", r["device"]]  # fmt: skip
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)
