@@ -15,6 +15,8 @@ class Preset(StrEnum):
     bsrgan = "bsrgan"
     light = "light"
     bicubic = "bicubic"
+    kspace = "kspace"
+    blind = "blind"
 
 
 assert set(Preset) == set(PRESETS), "Preset choices must match ldsr.data.degrade.PRESETS"
@@ -24,6 +26,22 @@ def _scale(value: int) -> int:
     if value not in CLI_SCALES:
         raise typer.BadParameter(f"{value} is not one of {', '.join(map(str, CLI_SCALES))}")
     return value
+
+
+def _weights(text: str | None) -> dict[str, float] | None:
+    """'bicubic=0.3,light=0.2,...' -> {'bicubic': 0.3, ...}; None stays None."""
+    if text is None:
+        return None
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise typer.BadParameter(f"{part!r} is not preset=weight (e.g. bicubic=0.3,light=0.3,bsrgan=0.4)")
+    return out
 
 
 def degrade_command(
@@ -39,13 +57,32 @@ def degrade_command(
         help="Centre-crop HR to this square size first (a multiple of --scale).",
     ),
     workers: int = typer.Option(1, "--workers", min=1, help="Worker processes."),
+    weights: Optional[str] = typer.Option(
+        None,
+        "--weights",
+        show_default="equal weights",
+        help="Mixture of --preset blind, e.g. bicubic=0.3,light=0.2,bsrgan=0.3,kspace=0.2 "
+        "(kspace is drawn for 1-channel images only).",
+    ),
 ) -> None:
-    """Degrade every image of INPUT into a paired HR/LR folder OUTPUT (bit depth and channels kept)."""
+    """Degrade every image of INPUT into a paired HR/LR folder OUTPUT (bit depth and channels kept).
+
+    kspace (MRI acquisition: central k-space, window, partial Fourier, Rician noise) needs 1-channel images;
+    blind draws one preset per image and records the choice in manifest.jsonl.
+    """
     from ldsr.data.degrade import degrade_folder
 
+    mixture = _weights(weights)
     try:
         result = degrade_folder(
-            input, output, scale=scale, preset=str(preset), seed=seed, hr_size=hr_size, workers=workers
+            input,
+            output,
+            scale=scale,
+            preset=str(preset),
+            seed=seed,
+            hr_size=hr_size,
+            workers=workers,
+            weights=mixture,
         )
     except ValueError as e:
         typer.echo(f"error: {e}", err=True)

@@ -18,6 +18,12 @@ class DataConfig:
     val_split: SplitChoice = "test"  # subset of the validation sources
     hr_size: int = 128  # HR crop side; a multiple of the scale
     degradation: str = "bsrgan"  # ldsr.data.degrade preset for on-the-fly LR (HR-folder mode)
+    # Mixture weights of `degradation: blind`, e.g. {bicubic: 0.3, light: 0.2, bsrgan: 0.3, kspace: 0.2};
+    # empty: the preset's equal weights (kspace is only drawn for 1-channel data).
+    degradation_weights: dict[str, float] = field(default_factory=dict)
+    # Yield HR crops and per-sample seeds only; the training loop makes LR on its device with
+    # ldsr.data.degrade_torch.degrade_batch (HR-folder mode only).
+    device_degrade: bool = False
     val_degradation: str | None = None  # preset for validation LR; None: same as `degradation`
     paired: str | None = None  # an `ldsr degrade` output folder (hr/, lr/): train on its fixed pairs instead
     flips: bool = True  # random horizontal / vertical flips
@@ -38,3 +44,8 @@ class DataConfig:
         for name in ("num_workers", "val_count", "cache_max_mb", "resize"):
             if getattr(self, name) < 0:
                 raise ValueError(f"data.{name} must be >= 0, got {getattr(self, name)}")
+        bad = {k: v for k, v in self.degradation_weights.items() if not v >= 0}
+        if bad:
+            raise ValueError(f"data.degradation_weights must be >= 0, got {bad}")
+        if self.device_degrade and self.paired:
+            raise ValueError("data.device_degrade needs HR folders (data.train), not a paired folder")

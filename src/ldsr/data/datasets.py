@@ -5,7 +5,10 @@ file = permutation(epoch)[k mod n] with epoch = k // n, and every random choice 
 degradation) comes from `rng_for(seed, f"sample/{k}")`. A run that resumes at step s therefore sees exactly
 the samples it would have seen without stopping (`SampleStream(start=s * batch)`), with any `num_workers`.
 
-Items are `{"hr": (C, H, W), "lr": (C, H/s, W/s), "name": str}`, tensors float32 in [-1, 1].
+Items are `{"hr": (C, H, W), "lr": (C, H/s, W/s), "name": str}`, tensors float32 in [-1, 1]. With
+`data.device_degrade` the HR-folder dataset leaves out "lr" and adds `"seed"` (a per-sample int drawn from
+the sample's generator) and `"bits"` (8 or 16); the training loop then makes the LR batch on its device with
+`ldsr.data.degrade_torch.degrade_batch(hr, cfg, generator_for(batch["seed"]), scale=..., bit_depth=batch["bits"])`.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -23,6 +26,9 @@ from torch.utils.data import Dataset, Sampler
 
 from ldsr.data.config import DataConfig
 from ldsr.data.splits import SplitChoice, filter_split, split_of
+
+if TYPE_CHECKING:
+    from ldsr.data.degrade import DegradeConfig
 
 Item = dict[str, Any]
 MULTI_FRAME_SUFFIXES = (".dcm", ".nii", ".nii.gz", ".tif", ".tiff")
@@ -220,7 +226,7 @@ class HRFolderDataset(_StreamDataset):
         channels: int,
         scale: int,
         hr_size: int,
-        degradation: str,
+        degradation: str | DegradeConfig,
         seed: int,
         flips: bool = True,
         rot90: bool = False,
@@ -228,17 +234,19 @@ class HRFolderDataset(_StreamDataset):
         cache_max_mb: int = 2048,
         nifti_axis: int = 2,
         resize: int = 0,
+        device_degrade: bool = False,
     ) -> None:
         super().__init__(len(sources), seed)
         if hr_size % scale:
             raise ValueError(f"data.hr_size {hr_size} must be a multiple of the scale {scale}")
-        from ldsr.data.degrade import PRESETS
+        from ldsr.data.degrade import degrade_config
 
-        if degradation not in PRESETS:
-            raise ValueError(f"unknown degradation preset {degradation!r}; expected one of {sorted(PRESETS)}")
+        self.degradation = degrade_config(degradation) if isinstance(degradation, str) else degradation
+        if self.degradation.kind == "kspace" and channels != 1:
+            raise ValueError(f"the kspace degradation needs 1-channel data, but the model has {channels} channels")
         self.sources = sources
         self.channels, self.scale, self.hr_size = channels, scale, hr_size
-        self.degradation = degradation
+        self.device_degrade = device_degrade
         self.flips, self.rot90 = flips, rot90
         self.cache = _ImageCache(channels, cache, cache_max_mb, nifti_axis, resize)
 
@@ -252,6 +260,10 @@ class HRFolderDataset(_StreamDataset):
         hr = random_crop(img, self.hr_size, rng)
         (hr,) = _augment([hr], rng, self.flips, self.rot90)
         hr = np.ascontiguousarray(hr)
+        if self.device_degrade:
+            # The LR is made later on the training device; its randomness comes from this seed.
+            seed = int(rng.integers(0, 2**62))
+            return {"hr": _hwc_to_tensor(hr), "seed": seed, "bits": _degrade_bits(bits), "name": src.name}
         lr, _ = degrade(hr, self.scale, self.degradation, rng, bit_depth=_degrade_bits(bits))
         return {"hr": _hwc_to_tensor(hr), "lr": _hwc_to_tensor(lr), "name": src.name}
 
@@ -365,8 +377,11 @@ def _centre(arr: np.ndarray, size: int) -> tuple[int, int]:
 
 
 def build_val_dataset(cfg: DataConfig, *, channels: int, scale: int, seed: int) -> ValDataset | None:
-    """`val_count` validation items, or None when there are none (val_count 0 or no files)."""
-    from ldsr.data.degrade import degrade, rng_for
+    """`val_count` validation items, or None when there are none (val_count 0 or no files).
+
+    Validation LR is always made on the CPU (numpy reference), once, also with `data.device_degrade`.
+    """
+    from ldsr.data.degrade import degrade, degrade_config, rng_for
 
     if cfg.val_count == 0:
         return None
@@ -391,7 +406,11 @@ def build_val_dataset(cfg: DataConfig, *, channels: int, scale: int, seed: int) 
         return ValDataset(items) if items else None
     sources = list_sources(cfg.val or cfg.train, cfg.val_split, frames=cfg.frames, nifti_axis=cfg.nifti_axis)
     cache = _ImageCache(channels, False, 0, cfg.nifti_axis, cfg.resize)
-    preset = cfg.val_degradation or cfg.degradation
+    preset = (
+        degrade_config(cfg.val_degradation)
+        if cfg.val_degradation
+        else degrade_config(cfg.degradation, cfg.degradation_weights)
+    )
     for i in _spread(len(sources), cfg.val_count):
         src = sources[i]
         img, bits = cache.get(src)
@@ -421,7 +440,17 @@ def build_train_dataset(cfg: DataConfig, *, channels: int, scale: int, seed: int
     sources = list_sources(cfg.train, cfg.split, frames=cfg.frames, nifti_axis=cfg.nifti_axis)
     if not sources:
         raise ValueError(f"no training images in {cfg.train} (split {cfg.split!r})")
-    return HRFolderDataset(sources, degradation=cfg.degradation, nifti_axis=cfg.nifti_axis, resize=cfg.resize, **common)  # type: ignore[arg-type]
+    from ldsr.data.degrade import degrade_config
+
+    degradation = degrade_config(cfg.degradation, cfg.degradation_weights)
+    return HRFolderDataset(
+        sources,
+        degradation=degradation,
+        nifti_axis=cfg.nifti_axis,
+        resize=cfg.resize,
+        device_degrade=cfg.device_degrade,
+        **common,  # type: ignore[arg-type]  # the dict's values are typed object; each matches its parameter
+    )
 
 
 class SampleStream(Sampler[int]):

@@ -1,4 +1,5 @@
-"""Synthetic degradation y = (x ⊗ k)↓s + n (blur, down-sampling, noise, JPEG) and the folder job behind
+"""Synthetic degradation y = (x ⊗ k)↓s + n (blur, down-sampling, noise, JPEG), the MRI acquisition model
+`kspace` (central k-space + Rician noise), the per-image mixture `blind`, and the folder job behind
 `ldsr degrade`.
 
 Every random choice comes from an explicit `np.random.Generator`; `rng_for(seed, name)` derives it from the
@@ -13,7 +14,7 @@ import json
 import math
 import multiprocessing
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,6 +28,11 @@ from ldsr.io.batch import BatchResult, run_batch
 
 DownMethod = Literal["nearest", "bilinear", "bicubic"]
 DOWN_METHODS: tuple[str, ...] = ("nearest", "bilinear", "bicubic")
+KSpaceWindow = Literal["none", "hann", "tukey"]
+KSPACE_WINDOWS: tuple[str, ...] = ("none", "hann", "tukey")
+DegradeKind = Literal["chain", "kspace", "mixture"]
+# Presets a mixture (`blind`) may draw from; `kspace` only for 1-channel images.
+MIXTURE_PRESETS: tuple[str, ...] = ("bicubic", "light", "bsrgan", "kspace")
 # Scale factors offered by the command line (the functions accept any integer >= 1).
 CLI_SCALES: tuple[int, ...] = (2, 3, 4, 8)
 
@@ -35,11 +41,19 @@ CLI_SCALES: tuple[int, ...] = (2, 3, 4, 8)
 class DegradeConfig:
     """Ranges and probabilities of one degradation model. Sigmas of blur are in HR pixels; noise in /255.
 
-    The chain (after Zhang et al. 2021, BSRGAN) is: an optional pre-down-sampling by 2 (even scales >= 4),
-    then the six operations [blur, blur, random down-sample, down-sample to the LR size, noise, JPEG],
-    shuffled with probability `shuffle_prob` (the random down-sample always stays before the final one),
-    then an optional final JPEG. Each operation runs with its own probability.
+    `kind` selects the model:
+    * `chain` (after Zhang et al. 2021, BSRGAN): an optional pre-down-sampling by 2 (even scales >= 4),
+      then the six operations [blur, blur, random down-sample, down-sample to the LR size, noise, JPEG],
+      shuffled with probability `shuffle_prob` (the random down-sample always stays before the final one),
+      then an optional final JPEG. Each operation runs with its own probability.
+    * `kspace`: a lower-resolution MRI acquisition of a 1-channel magnitude image (see `kspace_lowres`):
+      the central 1/s of k-space per axis, an optional Hann / Tukey window, optional partial Fourier, then
+      Rician noise at an SNR drawn from `snr`.
+    * `mixture`: per image one preset drawn from `mixture` ((name, weight) pairs; `kspace` is left out for
+      3-channel images and the other weights renormalised).
     """
+
+    kind: DegradeKind = "chain"
 
     # --- blur (two independent blur operations) ---
     blur_probs: tuple[float, float] = (1.0, 1.0)  # probability of the first and second blur
@@ -64,6 +78,16 @@ class DegradeConfig:
     final_jpeg: bool = True  # BSRGAN always ends with one more JPEG
     # --- order ---
     shuffle_prob: float = 0.5  # probability that the six operations are applied in random order
+    # --- kspace (kind "kspace") ---
+    kspace_windows: tuple[str, ...] = ("none", "hann", "tukey")  # k-space apodisation windows ...
+    kspace_window_probs: tuple[float, ...] = (0.5, 0.25, 0.25)  # ... and their probabilities
+    tukey_alpha: tuple[float, float] = (0.2, 0.8)  # tapered share of the Tukey window, uniform in this range
+    partial_fourier_prob: float = 0.3  # probability of a partial-Fourier acquisition (zero-filled)
+    partial_fourier: tuple[float, float] = (0.625, 0.875)  # acquired share of phase-encode lines (5/8..7/8)
+    rician_prob: float = 1.0  # probability of the Rician noise
+    snr: tuple[float, float] = (10.0, 60.0)  # SNR = mean foreground magnitude / noise sigma, uniform
+    # --- mixture (kind "mixture") ---
+    mixture: tuple[tuple[str, float], ...] = ()  # (preset, weight) pairs; weights >= 0, any positive sum
 
     def __post_init__(self) -> None:
         probs = {
@@ -76,6 +100,8 @@ class DegradeConfig:
             "per_channel_prob": self.per_channel_prob,
             "jpeg_prob": self.jpeg_prob,
             "shuffle_prob": self.shuffle_prob,
+            "partial_fourier_prob": self.partial_fourier_prob,
+            "rician_prob": self.rician_prob,
         }
         for key, p in probs.items():
             if not 0.0 <= p <= 1.0:
@@ -95,6 +121,42 @@ class DegradeConfig:
             raise ValueError(f"DegradeConfig.down_methods must be a non-empty subset of {DOWN_METHODS}, got {bad}")
         if len(self.down_probs) != len(self.down_methods) or abs(sum(self.down_probs) - 1.0) > 1e-9:
             raise ValueError("DegradeConfig.down_probs must give one probability per down method, summing to 1")
+        self._check_kspace()
+        self._check_mixture()
+
+    def _check_kspace(self) -> None:
+        if self.kind not in ("chain", "kspace", "mixture"):
+            raise ValueError(f"DegradeConfig.kind must be 'chain', 'kspace' or 'mixture', got {self.kind!r}")
+        bad = [w for w in self.kspace_windows if w not in KSPACE_WINDOWS]
+        if bad or not self.kspace_windows:
+            raise ValueError(f"DegradeConfig.kspace_windows must be a non-empty subset of {KSPACE_WINDOWS}, got {bad}")
+        probs = self.kspace_window_probs
+        if len(probs) != len(self.kspace_windows) or abs(sum(probs) - 1.0) > 1e-9 or min(probs) < 0:
+            raise ValueError("DegradeConfig.kspace_window_probs must give one probability per window, summing to 1")
+        lo, hi = self.tukey_alpha
+        if not 0.0 < lo <= hi <= 1.0:
+            raise ValueError(f"DegradeConfig.tukey_alpha must be a range 0 < lo <= hi <= 1, got ({lo}, {hi})")
+        lo, hi = self.partial_fourier
+        if not 0.5 <= lo <= hi <= 1.0:
+            raise ValueError(f"DegradeConfig.partial_fourier must be a range 0.5 <= lo <= hi <= 1, got ({lo}, {hi})")
+        lo, hi = self.snr
+        if not 0.0 < lo <= hi:
+            raise ValueError(f"DegradeConfig.snr must be a range 0 < lo <= hi, got ({lo}, {hi})")
+
+    def _check_mixture(self) -> None:
+        if self.kind != "mixture":
+            if self.mixture:
+                raise ValueError(f"DegradeConfig.mixture is only used with kind 'mixture', not {self.kind!r}")
+            return
+        names = [str(n) for n, _ in self.mixture]
+        bad = [n for n in names if n not in MIXTURE_PRESETS]
+        if not names or bad or len(set(names)) != len(names):
+            raise ValueError(
+                f"DegradeConfig.mixture must name distinct presets of {MIXTURE_PRESETS} with weights, got {names}"
+            )
+        weights = [float(w) for _, w in self.mixture]
+        if min(weights) < 0 or not sum(weights) > 0 or not all(map(math.isfinite, weights)):
+            raise ValueError(f"DegradeConfig.mixture weights must be finite, >= 0 and not all 0, got {weights}")
 
 
 PRESETS: dict[str, DegradeConfig] = {
@@ -119,7 +181,27 @@ PRESETS: dict[str, DegradeConfig] = {
         final_jpeg=False,
         shuffle_prob=0.0,
     ),
+    # A lower-resolution MRI acquisition (1-channel): central 1/s of k-space, window, partial Fourier, Rician.
+    "kspace": DegradeConfig(kind="kspace"),
+    # Blind: per image one of the presets above, equal weights (kspace only drawn for 1-channel images).
+    "blind": DegradeConfig(
+        kind="mixture", mixture=(("bicubic", 0.25), ("light", 0.25), ("bsrgan", 0.25), ("kspace", 0.25))
+    ),
 }
+
+
+def degrade_config(preset: str, weights: dict[str, float] | None = None) -> DegradeConfig:
+    """The `DegradeConfig` of a preset name, with mixture `weights` ({preset: weight}) for `blind`.
+
+    Weights only apply to a mixture preset; giving them for any other preset is an error (they would be
+    silently ignored otherwise).
+    """
+    cfg = _resolve(preset)
+    if not weights:
+        return cfg
+    if cfg.kind != "mixture":
+        raise ValueError(f"degradation weights only apply to the 'blind' preset, not {preset!r}")
+    return replace(cfg, mixture=tuple((str(k), float(v)) for k, v in weights.items()))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -222,6 +304,117 @@ def jpeg(x: np.ndarray, quality: int, bit_depth: int = 8) -> np.ndarray:
         return (j8 / 255.0).astype(np.float32)
     residual = (j8 - q8.astype(np.float32)) / 255.0
     return np.clip(x + residual, 0.0, 1.0).astype(np.float32)
+
+
+def kspace_window_1d(n: int, window: KSpaceWindow, alpha: float = 0.5) -> np.ndarray:
+    """Apodisation weights `(n,)` of `n` k-space samples in centred order (DC at index n // 2).
+
+    With r = |k| / (n / 2) the distance from DC relative to the Nyquist edge (k = index - n // 2):
+    `none` is 1; `hann` is (1 + cos(pi r)) / 2; `tukey` is 1 for r <= 1 - alpha and
+    (1 + cos(pi (r - 1 + alpha) / alpha)) / 2 beyond. Every window is exactly 1 at DC, so a constant image
+    keeps its value.
+    """
+    if window not in KSPACE_WINDOWS:
+        raise ValueError(f"unknown k-space window {window!r}; expected one of {KSPACE_WINDOWS}")
+    r = np.abs(np.arange(n, dtype=np.float64) - n // 2) / (n / 2.0)
+    if window == "none":
+        return np.ones(n)
+    if window == "hann":
+        return 0.5 * (1.0 + np.cos(np.pi * r))
+    if not 0.0 < alpha <= 1.0:
+        raise ValueError(f"Tukey alpha must lie in (0, 1], got {alpha}")
+    taper = 0.5 * (1.0 + np.cos(np.pi * np.clip(r - (1.0 - alpha), 0.0, None) / alpha))
+    return np.where(r <= 1.0 - alpha, 1.0, taper)
+
+
+def partial_fourier_mask(n: int, acquired: float, side: Literal["low", "high"]) -> np.ndarray:
+    """0/1 weights `(n,)` (centred order) of a partial-Fourier acquisition of `n` phase-encode lines.
+
+    round((1 - acquired) n) lines are not acquired at one edge (`low`: the most negative frequencies, `high`:
+    the most positive), at most (n - 1) // 2 so that DC is always acquired. The missing lines are zero-filled
+    (no homodyne / POCS reconstruction): the magnitude image gets the blur and ringing of that asymmetry.
+    """
+    if not 0.5 <= acquired <= 1.0:
+        raise ValueError(f"partial-Fourier fraction must lie in [0.5, 1], got {acquired}")
+    if side not in ("low", "high"):
+        raise ValueError(f"partial-Fourier side must be 'low' or 'high', got {side!r}")
+    drop = min(int(round((1.0 - acquired) * n)), (n - 1) // 2)
+    m = np.ones(n)
+    if drop:
+        if side == "low":
+            m[:drop] = 0.0
+        else:
+            m[n - drop :] = 0.0
+    return m
+
+
+def kspace_lowres(
+    x: np.ndarray,
+    size: tuple[int, int],
+    *,
+    weights_rows: np.ndarray | None = None,
+    weights_cols: np.ndarray | None = None,
+) -> np.ndarray:
+    """The complex image `(h, w, C)` a `size = (h, w)` acquisition of magnitude image `x` (H, W, C) gives.
+
+    K = fftshift(FFT2(x)) per channel (DC at (H // 2, W // 2)); the central h x w block
+    K[H//2 - h//2 : H//2 - h//2 + h, ...] (DC lands at (h // 2, w // 2)) is multiplied by the separable
+    weights (window, partial-Fourier mask; centred order, length h and w) and brought back with
+    IFFT2(ifftshift(.)) * (h w) / (H W). The factor keeps intensities: numpy's IFFT divides by h w while
+    the DC of x is H W mean(x), so a constant image keeps its value (every window is 1 at DC).
+
+    Grid: plain truncation puts LR pixel i on HR position i (H / h); a phase ramp exp(2 pi i k d / H) with
+    d = (H / h - 1) / 2 moves it to i (H / h) + d, the pixel-centre alignment of MATLAB `imresize` (and of
+    every other preset), so HR and LR pairs are aligned the same way under every degradation.
+    """
+    _check_image(x)
+    big_h, big_w = x.shape[:2]
+    h, w = int(size[0]), int(size[1])
+    if not (1 <= h <= big_h and 1 <= w <= big_w):
+        raise ValueError(f"k-space output size {size} must lie within the image size {(big_h, big_w)}")
+    k = np.fft.fftshift(np.fft.fft2(x.astype(np.float64), axes=(0, 1)), axes=(0, 1))
+    top, left = big_h // 2 - h // 2, big_w // 2 - w // 2
+    k = k[top : top + h, left : left + w]  # (h, w, C), DC at (h // 2, w // 2)
+    wr = np.ones(h) if weights_rows is None else np.asarray(weights_rows, dtype=np.float64)
+    wc = np.ones(w) if weights_cols is None else np.asarray(weights_cols, dtype=np.float64)
+    if wr.shape != (h,) or wc.shape != (w,):
+        raise ValueError(f"k-space weights must have shapes ({h},) and ({w},), got {wr.shape} and {wc.shape}")
+    k = k * wr[:, None, None] * wc[None, :, None]
+    # Shift theorem: x(n + d) has spectrum K(k) exp(2 pi i k d / N); k is the signed frequency index.
+    kr = np.arange(h) - h // 2
+    kc = np.arange(w) - w // 2
+    dr, dc = (big_h / h - 1.0) / 2.0, (big_w / w - 1.0) / 2.0
+    ramp = np.exp(2j * np.pi * (kr[:, None] * dr / big_h + kc[None, :] * dc / big_w))  # (h, w)
+    k = k * ramp[:, :, None]
+    z = np.fft.ifft2(np.fft.ifftshift(k, axes=(0, 1)), axes=(0, 1))
+    return z * (h * w) / (big_h * big_w)
+
+
+def snr_sigma(magnitude: np.ndarray, snr: float) -> float:
+    """Noise std for an SNR: mean of the foreground (values above 10 % of the maximum) / snr; 0 if all zero.
+
+    The SNR of MRI is quoted against the tissue signal, not the black background outside the body, hence
+    the foreground mean. `magnitude` is the noise-free LR magnitude.
+    """
+    if not snr > 0:
+        raise ValueError(f"SNR must be > 0, got {snr}")
+    peak = float(np.max(magnitude)) if magnitude.size else 0.0
+    if peak <= 0.0:
+        return 0.0
+    return float(np.mean(magnitude[magnitude > 0.1 * peak])) / float(snr)
+
+
+def rician_magnitude(z: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """|z + n_re + i n_im| with n_re, n_im ~ N(0, sigma^2) independent: Rician noise on a complex image.
+
+    Draw order (for reproducibility): the real parts, then the imaginary parts, each of z's shape. The
+    result is clipped to [0, 1] and float32.
+    """
+    if sigma < 0:
+        raise ValueError(f"noise sigma must be >= 0, got {sigma}")
+    re = z.real + rng.normal(0.0, sigma, size=z.shape)
+    im = z.imag + rng.normal(0.0, sigma, size=z.shape)
+    return np.clip(np.hypot(re, im), 0.0, 1.0).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -343,6 +536,52 @@ def _jpeg_step(
     return jpeg(x, q, bit_depth), step
 
 
+def _kspace_chain(
+    x: np.ndarray, lr_hw: tuple[int, int], cfg: DegradeConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """The `kspace` model on a 1-channel image: truncation (+ window, partial Fourier), then Rician noise."""
+    if x.shape[2] != 1:
+        raise ValueError(
+            f"the kspace preset models one MRI magnitude image and needs 1 channel, got {x.shape[2]} "
+            "(colour data is not an MRI acquisition; use bicubic, light, bsrgan or blind)"
+        )
+    h, w = lr_hw
+    window = str(cfg.kspace_windows[int(rng.choice(len(cfg.kspace_windows), p=cfg.kspace_window_probs))])
+    alpha = float(rng.uniform(*cfg.tukey_alpha)) if window == "tukey" else 1.0
+    wr, wc = kspace_window_1d(h, window, alpha), kspace_window_1d(w, window, alpha)  # type: ignore[arg-type]
+    step: dict[str, Any] = {"name": "kspace", "from": list(x.shape[:2]), "to": [h, w], "window": window}
+    if window == "tukey":
+        step["tukey_alpha"] = alpha
+    if rng.random() < cfg.partial_fourier_prob:
+        acquired = float(rng.uniform(*cfg.partial_fourier))
+        axis = int(rng.integers(0, 2))  # phase-encode direction: 0 rows (vertical), 1 columns
+        side: Literal["low", "high"] = "low" if rng.random() < 0.5 else "high"
+        if axis == 0:
+            wr = wr * partial_fourier_mask(h, acquired, side)
+        else:
+            wc = wc * partial_fourier_mask(w, acquired, side)
+        step["partial_fourier"] = {"acquired": acquired, "phase_axis": axis, "side": side}
+    z = kspace_lowres(x, lr_hw, weights_rows=wr, weights_cols=wc)
+    steps = [step]
+    if rng.random() < cfg.rician_prob:
+        snr = float(rng.uniform(*cfg.snr))
+        sigma = snr_sigma(np.abs(z), snr)
+        steps.append({"name": "rician", "snr": snr, "sigma": sigma})
+        return rician_magnitude(z, sigma, rng), steps
+    return np.clip(np.abs(z), 0.0, 1.0).astype(np.float32), steps
+
+
+def mixture_choice(cfg: DegradeConfig, channels: int, rng: np.random.Generator) -> tuple[str, dict[str, float]]:
+    """One preset name drawn from `cfg.mixture` and the weights used (kspace dropped for 3 channels)."""
+    weights = {str(n): float(wt) for n, wt in cfg.mixture if not (n == "kspace" and channels != 1)}
+    total = sum(weights.values())
+    if not total > 0:
+        raise ValueError(f"the degradation mixture {dict(cfg.mixture)} has no preset for {channels}-channel images")
+    names = list(weights)
+    p = np.array([weights[n] / total for n in names])
+    return names[int(rng.choice(len(names), p=p))], weights
+
+
 _OPS = ("blur1", "blur2", "down_random", "down_final", "noise", "jpeg")
 
 
@@ -379,6 +618,20 @@ def degrade(
     cfg = _resolve(config)
     lr_hw = (h // scale, w // scale)
     x = np.clip(hr.astype(np.float32), 0.0, 1.0)
+    if cfg.kind == "mixture":
+        choice, weights = mixture_choice(cfg, x.shape[2], rng)
+        lr, steps = degrade(x, scale, PRESETS[choice], rng, bit_depth=bit_depth)
+        return lr, [{"name": "choice", "preset": choice, "weights": weights}, *steps]
+    if cfg.kind == "kspace":
+        return _kspace_chain(x, lr_hw, cfg, rng)
+    return _chain(x, lr_hw, scale, cfg, rng, bit_depth)
+
+
+def _chain(
+    x: np.ndarray, lr_hw: tuple[int, int], scale: int, cfg: DegradeConfig, rng: np.random.Generator, bit_depth: int
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """The BSRGAN-style chain (kind 'chain') from the clipped HR `x` to the LR grid `lr_hw`."""
+    h, w, channels = x.shape
     steps: list[dict[str, Any]] = []
 
     def record(result: tuple[np.ndarray, dict[str, Any]]) -> np.ndarray:
@@ -404,7 +657,7 @@ def degrade(
                 x = record(_jpeg_step(x, cfg, rng, bit_depth, "chain"))
     if cfg.final_jpeg:
         x = record(_jpeg_step(x, cfg, rng, bit_depth, "final"))
-    assert x.shape == (lr_hw[0], lr_hw[1], hr.shape[2]), x.shape
+    assert x.shape == (lr_hw[0], lr_hw[1], channels), x.shape
     return x.astype(np.float32, copy=False), steps
 
 
@@ -423,6 +676,7 @@ class _Job:
     preset: str
     seed: int
     hr_size: int | None
+    config: DegradeConfig  # the preset's config (with any mixture weights)
 
 
 def _process(job: _Job) -> dict[str, Any]:
@@ -441,7 +695,7 @@ def _process(job: _Job) -> dict[str, Any]:
         # ldsr.io cannot write 16-bit colour PNG; refuse rather than silently drop to 8 bits.
         reason = f"{meta.bit_depth}-bit colour cannot be stored as PNG without losing bit depth"
         raise ImageError(job.path, reason)
-    lr, steps = degrade(hr, job.scale, job.preset, rng_for(job.seed, job.name), bit_depth=bits)
+    lr, steps = degrade(hr, job.scale, job.config, rng_for(job.seed, job.name), bit_depth=bits)
     write_image(job.output / "hr" / job.out_name, hr, meta, bit_depth=bits)
     write_image(job.output / "lr" / job.out_name, lr, meta, bit_depth=bits)
     return {
@@ -453,6 +707,7 @@ def _process(job: _Job) -> dict[str, Any]:
         "lr_shape": list(lr.shape),
         "scale": job.scale,
         "preset": job.preset,
+        **({"weights": dict(job.config.mixture)} if job.config.kind == "mixture" else {}),
         "seed": job.seed,
         "bit_depth": bits,
         "source_bit_depth": meta.bit_depth,
@@ -469,7 +724,9 @@ def _process_safe(job: _Job) -> tuple[bool, Any]:
         return False, str(e)
 
 
-def _jobs(input: Path, output: Path, scale: int, preset: str, seed: int, hr_size: int | None) -> list[_Job]:
+def _jobs(
+    input: Path, output: Path, scale: int, preset: str, seed: int, hr_size: int | None, config: DegradeConfig
+) -> list[_Job]:
     out_abs = output.resolve()
     jobs: list[_Job] = []
     for path in sorted(list_images(input)):
@@ -477,7 +734,7 @@ def _jobs(input: Path, output: Path, scale: int, preset: str, seed: int, hr_size
             continue  # never read back our own outputs when OUTPUT lies inside INPUT
         rel = path.relative_to(input)
         out_name = rel.with_suffix(".png").as_posix()
-        jobs.append(_Job(path, rel.as_posix(), out_name, output, scale, preset, seed, hr_size))
+        jobs.append(_Job(path, rel.as_posix(), out_name, output, scale, preset, seed, hr_size, config))
     return jobs
 
 
@@ -490,22 +747,24 @@ def degrade_folder(
     seed: int,
     hr_size: int | None = None,
     workers: int = 1,
+    weights: dict[str, float] | None = None,
 ) -> BatchResult[dict[str, Any]]:
     """Degrade every image under `input` into `output/hr/<rel>.png`, `output/lr/<rel>.png` and
     `output/manifest.jsonl` (one JSON line per image, sorted by name). Bit depth and channels are kept.
 
-    `hr_size` first takes the central square of that size. Failing files are reported and skipped.
+    `hr_size` first takes the central square of that size. `weights` ({preset: weight}) set the mixture of
+    the `blind` preset. Failing files are reported and skipped (a 3-channel image under `kspace` is one).
     """
     input, output = Path(input), Path(output)
     _check_scale(scale)
-    _resolve(preset)
+    config = degrade_config(preset, weights)
     if not input.is_dir():
         raise ValueError(f"input folder {input} does not exist or is not a folder")
     if hr_size is not None and (hr_size < scale or hr_size % scale):
         raise ValueError(f"--hr-size {hr_size} must be a positive multiple of the scale {scale}")
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    jobs = _jobs(input, output, scale, preset, seed, hr_size)
+    jobs = _jobs(input, output, scale, preset, seed, hr_size, config)
     seen: dict[str, str] = {}
     for job in jobs:
         seen.setdefault(job.out_name, job.name)
