@@ -26,7 +26,7 @@ def _register() -> None:
     # dependency cannot take the whole CLI down.
     import importlib
 
-    for mod_name in ("degrade", "metrics", "bench", "train", "upscale", "evaluate"):
+    for mod_name in ("degrade", "metrics", "bench", "train", "upscale", "evaluate", "study"):
         try:
             mod = importlib.import_module(f"ldsr.cli.{mod_name}")
         except ModuleNotFoundError as e:
