@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 
 torch.set_num_threads(1)
+import ldsr.models.build as B
 import ldsr.models.checkpoint as ck
 import ldsr.data.datasets as data
 import ldsr.training.loop as T
@@ -41,11 +42,11 @@ from ldsr.config import load_config
 config, out, *overrides = sys.argv[1:]
 built, seen, saves = [], [], []
 
-build_model = T.build_from_config
-def build_from_config(cfg):
-    built.append(build_model(cfg))
+build_model = B.build_model
+def record_build(cfg, state=None):
+    built.append(build_model(cfg, state))
     return built[-1]
-T.build_from_config = build_from_config
+B.build_model = record_build
 
 build_train_dataset = data.build_train_dataset
 class Recorder(torch.utils.data.Dataset):

@@ -27,6 +27,7 @@ from ldsr.data.datasets import (
     list_sources,
 )
 from ldsr.models import checkpoint as ck
+from ldsr.pipeline import load as load_upscaler
 from ldsr.training.config import TrainConfig
 from ldsr.training.ema import EMA
 from ldsr.training.loop import train
@@ -362,8 +363,6 @@ def test_resume_is_exact(tmp_path: Path, extra: tuple[str, ...], gan: bool) -> N
 
 def test_real_autoencoder_then_latent_sr(tmp_path: Path) -> None:
     """The real tiny VQ-VAE through the loop (latent scale measured), then latent SR on it (self-contained)."""
-    pytest.importorskip("ldsr.models.autoencoder")
-    pytest.importorskip("ldsr.models.sr")
     ae_run = tmp_path / "vq"
     ae = train(
         load_config(TINY / "vqvae.yaml", [f"train.run_dir={ae_run}", "train.steps=2", "train.val_every=0"]),
@@ -383,14 +382,14 @@ def test_real_autoencoder_then_latent_sr(tmp_path: Path) -> None:
     for k, v in ae_sd.items():  # the frozen autoencoder travels inside the SR checkpoint, unchanged
         assert torch.equal(sd[f"autoencoder.{k}"], v)
     assert cfg["autoencoder"] == info["config"]["autoencoder"]  # the SR config can rebuild its autoencoder
-    up = pytest.importorskip("ldsr.pipeline").load(sr)  # the checkpoint alone rebuilds the model (ldsr.pipeline)
+    up = load_upscaler(sr)  # the checkpoint alone rebuilds the model (ldsr.pipeline)
     assert up.scale == 4
     rows = read_log(tmp_path / "sr")
     assert rows[-1]["step"] == "2" and float(rows[-1]["val_psnr"]) > 0
     # fine-tuning: sr.init_from starts the UNet from that checkpoint's EMA weights (the autoencoder stays its own)
-    from ldsr.training.loop import build_from_config
+    from ldsr.models.build import build_model
 
-    ft = build_from_config(
+    ft = build_model(
         load_config(
             TINY / "ldm_sr.yaml", [f"train.run_dir={tmp_path / 'ft'}", f"sr.autoencoder={ae_run}", f"sr.init_from={sr}"]
         )

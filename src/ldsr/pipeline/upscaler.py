@@ -197,36 +197,15 @@ class Upscaler:
 
 
 def _build(run: dict, state: dict[str, torch.Tensor]) -> tuple[Kind, nn.Module]:
-    """Rebuild the network of a checkpoint from its stored config and load its weights."""
+    """Rebuild the network of a checkpoint from its stored config and load its weights (`ldsr.models.build`)."""
     from ldsr.config import config_from_dict
+    from ldsr.models.build import build_model
 
     cfg = config_from_dict(run)
-    if cfg.task == "baseline":
-        from ldsr.models.baselines import build_model
-
-        model: nn.Module = build_model(cfg.baseline, cfg.channels, cfg.scale)
-        kind: Kind = "baseline"
-        # Inference needs the generator only (a GAN checkpoint also holds its discriminator).
-        state = {k: v for k, v in state.items() if k.startswith("generator.")}
-        model.load_state_dict(state, strict=False)
-        missing = [k for k in model.state_dict() if k.startswith("generator.") and k not in state]
-        if missing:
-            raise ValueError(f"checkpoint lacks generator weights {missing[:3]}")
-        return kind, model
-    if cfg.task == "sr":
-        from ldsr.models.sr import build_model
-
-        ae = None
-        if cfg.sr.space == "latent":
-            from ldsr.models.autoencoder import build_model as build_ae
-
-            if cfg.autoencoder is None:
-                raise ValueError("latent SR checkpoint has no 'autoencoder' config section to rebuild it from")
-            ae = build_ae(cfg.autoencoder, cfg.channels)
-        model = build_model(cfg.sr, cfg.channels, cfg.scale, autoencoder=ae)
-        model.load_state_dict(state)
-        return ("latent" if cfg.sr.space == "latent" else "pixel"), model
-    raise ValueError(f"a {cfg.task!r} checkpoint is not an SR model (train one with `ldsr train sr`)")
+    if cfg.task not in ("baseline", "sr"):
+        raise ValueError(f"a {cfg.task!r} checkpoint is not an SR model (train one with `ldsr train sr`)")
+    kind: Kind = "baseline" if cfg.task == "baseline" else ("latent" if cfg.sr.space == "latent" else "pixel")
+    return kind, build_model(cfg, state)
 
 
 def load(

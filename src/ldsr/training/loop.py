@@ -52,71 +52,6 @@ if TYPE_CHECKING:
 __all__ = ["TrainConfig", "train"]
 
 # ----------------------------------------------------------------------------------------------------------
-# building models
-
-
-def load_autoencoder(path: str, channels: int) -> nn.Module:
-    """A trained autoencoder (EMA weights) from its checkpoint folder / run dir, for latent SR."""
-    from ldsr.config import from_dict
-    from ldsr.models.autoencoder import AutoencoderConfig, build_model
-    from ldsr.models.checkpoint import load_weights
-
-    state, run = load_weights(path, ema=True)
-    if run.get("task") != "autoencoder" or "autoencoder" not in run:
-        raise ValueError(f"sr.autoencoder {path}: not an autoencoder checkpoint (task {run.get('task')!r})")
-    if run.get("channels") != channels:
-        raise ValueError(f"sr.autoencoder {path}: has {run.get('channels')} channels, the run has {channels}")
-    ae = build_model(from_dict(AutoencoderConfig, run["autoencoder"], "autoencoder"), channels)
-    ae.load_state_dict(state)
-    return ae
-
-
-def load_init_weights(model: nn.Module, path: str, prefix: str = "") -> None:
-    """Initialise `model` from a checkpoint's EMA weights; keys of `model` the checkpoint lacks (e.g. a new
-    discriminator) keep their initialisation; shape mismatches are errors."""
-    from ldsr.models.checkpoint import load_weights
-
-    state, _ = load_weights(path, ema=True)
-    own = model.state_dict()
-    use = {k: v for k, v in state.items() if k in own and (not prefix or k.startswith(prefix))}
-    if not use:
-        raise ValueError(f"init_from {path}: no weights match the model")
-    bad = [k for k, v in use.items() if v.shape != own[k].shape]
-    if bad:
-        raise ValueError(f"init_from {path}: shape mismatch for {bad[:5]}")
-    model.load_state_dict(use, strict=False)
-
-
-def build_from_config(cfg: RunConfig) -> nn.Module:
-    """The model of `cfg.task`, through its module's `build_model` (imported lazily)."""
-    cfg.resolve()
-    if cfg.task == "autoencoder":
-        from ldsr.models.autoencoder import build_model as build_ae
-
-        return build_ae(cfg.autoencoder, cfg.channels)
-    if cfg.task == "baseline":
-        from ldsr.models.baselines import build_model as build_baseline
-
-        model: nn.Module = build_baseline(cfg.baseline, cfg.channels, cfg.scale)
-        if cfg.baseline.init_from:
-            load_init_weights(model, cfg.baseline.init_from, prefix="generator.")
-        return model
-    if cfg.task == "sr":
-        from ldsr.models.sr import build_model as build_sr
-
-        ae = None
-        if getattr(cfg.sr, "space", "latent") == "latent":
-            if not cfg.sr.autoencoder:
-                raise ValueError("sr.autoencoder: latent SR needs the checkpoint of a trained autoencoder")
-            ae = load_autoencoder(cfg.sr.autoencoder, cfg.channels)
-        model = build_sr(cfg.sr, cfg.channels, cfg.scale, autoencoder=ae)
-        if cfg.sr.init_from:  # the UNet only: the autoencoder is sr.autoencoder's
-            load_init_weights(model, cfg.sr.init_from, prefix="unet.")
-        return model
-    raise ValueError(f"unknown task {cfg.task!r}")
-
-
-# ----------------------------------------------------------------------------------------------------------
 # what accelerate wraps, and the data stream
 
 LossMode = Literal["loss", "disc"]
@@ -274,7 +209,9 @@ def _accelerator(tc: TrainConfig) -> tuple[Any, Any]:
 
 def _model(cfg: RunConfig, model: nn.Module | None) -> nn.Module:
     """`model`, or the model of `cfg.task`; it must have the Model protocol's methods."""
-    net = build_from_config(cfg) if model is None else model
+    from ldsr.models.build import build_model
+
+    net = build_model(cfg) if model is None else model
     for name in ("training_loss", "predict"):
         if not callable(getattr(net, name, None)):
             raise ValueError(f"model {type(net).__name__} lacks {name}() of the Model protocol")
