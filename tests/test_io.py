@@ -320,17 +320,26 @@ def test_nifti_window_is_volume_range(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------- 16-bit PNG
 
 
-def _handmade_png16(arr: np.ndarray, colour_type: int) -> bytes:
-    """A minimal 16-bit PNG written here (filter 0 on every row), independent of ldsr's encoder."""
+def _png_chunk(kind: bytes, data: bytes, crc: int | None = None) -> bytes:
+    crc = zlib.crc32(kind + data) if crc is None else crc
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+
+def _handmade_png16(arr: np.ndarray, colour_type: int, trns: bytes | None = None, idat_crc: int | None = None) -> bytes:
+    """A minimal 16-bit PNG written here (filter 0 on every row), independent of ldsr's encoder; `trns` is the
+    tRNS chunk's payload, `idat_crc` overrides the IDAT chunk's CRC."""
     h, w = arr.shape[:2]
     rows = arr.astype(">u2").reshape(h, -1).view(np.uint8)
     body = zlib.compress(b"".join(b"\x00" + r.tobytes() for r in rows))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
     ihdr = struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+    extra = b"" if trns is None else _png_chunk(b"tRNS", trns)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + extra
+        + _png_chunk(b"IDAT", body, idat_crc)
+        + _png_chunk(b"IEND", b"")
+    )
 
 
 def test_16bit_rgb_png_round_trip_bit_exact(tmp_path: Path) -> None:
@@ -374,13 +383,38 @@ def test_png16_decoder_against_pillow_and_handmade_files(tmp_path: Path) -> None
         np.testing.assert_array_equal(np.rint(x.astype(np.float64) * 65535).astype(np.uint16), want)
         assert ("alpha channel dropped" in meta.notes) == (name != "rgb.png")
     bad = bytearray((tmp_path / "rgb.png").read_bytes())
-    bad[45] ^= 0xFF  # IDAT payload (after signature 8, IHDR 25, IDAT length + type 8): its CRC fails
+    bad[45] ^= 0xFF  # IDAT payload (after signature 8, IHDR 25, IDAT length + type 8): the zlib stream breaks
     (tmp_path / "bad.png").write_bytes(bytes(bad))
-    with pytest.raises(ImageError, match="truncated or corrupt PNG data \\(CRC mismatch"):
+    with pytest.raises(ImageError, match="bad.png: truncated or corrupt PNG data \\(IDAT"):
         read_image(tmp_path / "bad.png")
+    (tmp_path / "crc.png").write_bytes(_handmade_png16(rgba[:, :, :3], 2, idat_crc=0))  # intact data, wrong CRC
+    with pytest.raises(ImageError, match="crc.png: truncated or corrupt PNG data \\(IDAT: CRC error"):
+        read_image(tmp_path / "crc.png")
     (tmp_path / "cut.png").write_bytes(bytes(bad[:60]))
     with pytest.raises(ImageError, match="truncated or corrupt PNG data"):
         read_image(tmp_path / "cut.png")
+
+
+@pytest.mark.parametrize("trns", [False, True])
+@pytest.mark.parametrize("colour_type", [0, 2, 4, 6])  # grey, RGB, grey + alpha, RGBA
+def test_png16_codec_bit_exact_for_every_colour_type(colour_type: int, trns: bool, tmp_path: Path) -> None:
+    samples = {0: 1, 2: 3, 4: 2, 6: 4}[colour_type]
+    arr = np.random.default_rng(colour_type).integers(0, 65536, (13, 17, samples), dtype=np.uint16)
+    arr[0, 0] = 0
+    arr[-1, -1] = 65535  # both ends of the range
+    key = None
+    if trns and colour_type in (0, 2):  # tRNS is only allowed without an alpha channel
+        key = struct.pack(f">{samples}H", *map(int, arr[3, 5]))  # the colour at (3, 5) becomes transparent
+    decoded, has_trns = png16._decode_png16(_handmade_png16(arr, colour_type, key), Path("mem.png"))
+    assert decoded.dtype == np.uint16 and has_trns == (key is not None)
+    np.testing.assert_array_equal(decoded, arr)  # the transparent pixel keeps its colour samples
+    if samples in (1, 3):  # what ldsr writes: the encoder's file decodes to the same samples
+        np.testing.assert_array_equal(png16._decode_png16(png16._encode_png16(arr), Path("m.png"))[0], arr)
+    if colour_type == 2:  # read_image: exact [0, 1] values; the transparency is noted, not applied
+        (tmp_path / "t.png").write_bytes(_handmade_png16(arr, colour_type, key))
+        x, meta = read_image(tmp_path / "t.png")
+        np.testing.assert_array_equal(np.rint(x.astype(np.float64) * 65535).astype(np.uint16), arr)
+        assert ("transparency (tRNS) ignored" in meta.notes) == trns
 
 
 # ------------------------------------------------------------------------------------------ write rules

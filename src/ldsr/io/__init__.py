@@ -8,7 +8,7 @@ by their own (min, max). Multi-frame files (DICOM frames, NIfTI slices, TIFF pag
 
 Formats (input suffixes; NIfTI is input only):
 
-- PNG  .png        8/16-bit grey and colour (`pillow`; 16-bit colour through the own codec in `png16`)
+- PNG  .png        8/16-bit grey and colour (`pillow`; 16-bit colour through libpng (imagecodecs) in `png16`)
 - JPEG .jpg .jpeg  8-bit (`pillow`)
 - TIFF .tif .tiff  8/16-bit and float, multi-page (`tiff`)
 - DICOM .dcm or no suffix with the 'DICM' magic; multi-frame; written as a derived image (`dicom`)
