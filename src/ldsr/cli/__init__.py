@@ -15,6 +15,21 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the ldsr version and exit."
+    ),
+) -> None:
+    """Image super-resolution with latent diffusion models (medical and natural images)."""
+
+
 @app.command("version")
 def version() -> None:
     """Print the ldsr version."""

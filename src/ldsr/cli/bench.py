@@ -10,17 +10,25 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from enum import StrEnum
 from typing import Any, Literal
 
 import typer
 
-from ldsr.diffusion.names import SAMPLERS
+from ldsr.cli.common import Device, Sampler, device_option
 from ldsr.models.unets import UNET_DOWNSAMPLING, UNET_PRESETS
 
 bench = typer.Typer(help="Benchmarks.", no_args_is_help=True)
-Device = Literal["cpu", "cuda"]
-PresetName = Literal[tuple(UNET_PRESETS)]  # type: ignore[valid-type]  # the CLI choices are the dict's keys
-SamplerChoice = Literal[SAMPLERS]  # type: ignore[valid-type]
+
+
+class PresetName(StrEnum):
+    tiny = "tiny"
+    compact = "compact"
+    small = "small"
+    base = "base"
+
+
+assert set(PresetName) == set(UNET_PRESETS), "PresetName choices must match ldsr.models.unets.UNET_PRESETS"
 LATENT_FACTOR = 4  # f of the autoencoder used for the latent model
 
 
@@ -79,12 +87,12 @@ def speed(
     hr: list[int] = typer.Option([256], "--hr", min=8, help="HR side in pixels; repeat for several sizes."),
     steps: int = typer.Option(50, "--steps", min=1, help="Sampler steps (ddpm always runs all T)."),
     preset: PresetName = typer.Option(
-        "small", "--preset", help="UNet preset of both models (and autoencoder preset of the latent one)."
+        PresetName.small, "--preset", help="UNet preset of both models (and autoencoder preset of the latent one)."
     ),
     scale: int = typer.Option(4, "--scale", min=1, help="SR factor."),
     channels: Literal[1, 3] = typer.Option(1, "--channels", help="Image channels."),
-    device: Device = typer.Option("cpu", "--device", help="Torch device."),
-    sampler: SamplerChoice = typer.Option("ddim", "--sampler", help="Sampler."),
+    device: Device = device_option(),
+    sampler: Sampler = typer.Option(Sampler.ddim, "--sampler", help="Diffusion sampler of both models."),
     repeats: int = typer.Option(1, "--repeats", min=1, help="Timed upscales per model (mean reported)."),
     threads: int = typer.Option(0, "--threads", min=0, help="torch CPU threads per worker; 0 = torch's default."),
     decode_tile: int = typer.Option(
@@ -92,8 +100,11 @@ def speed(
     ),
 ) -> None:
     """Time one batch-1 upscale of the latent and the pixel (SR3) model, each in a fresh process."""
-    channels = int(channels)
+    n_channels = int(channels)
     levels = UNET_DOWNSAMPLING[preset]
+    from ldsr.cli.common import resolve_device
+
+    dev = resolve_device(device)
     for h in hr:
         # HR must split into whole LR pixels and the UNet grid must halve cleanly at every level.
         if h % scale or h % (LATENT_FACTOR * levels):
@@ -108,11 +119,11 @@ def speed(
                 "space": space,
                 "hr": h,
                 "steps": steps,
-                "preset": preset,
+                "preset": str(preset),
                 "scale": scale,
-                "channels": channels,
-                "device": device,
-                "sampler": sampler,
+                "channels": n_channels,
+                "device": dev,
+                "sampler": str(sampler),
                 "repeats": repeats,
                 "threads": threads,
                 "decode_tile": decode_tile,

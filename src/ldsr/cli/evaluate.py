@@ -4,15 +4,30 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import Literal, Optional
+from typing import TYPE_CHECKING, Optional, cast
 
 import typer
 
-from ldsr.data.degrade import CLI_SCALES
+from ldsr.cli.common import (
+    Device,
+    Sampler,
+    device_option,
+    draws_option,
+    fail,
+    sampler_option,
+    seeds_option,
+    steps_option,
+)
+from ldsr.data.degrade import CLI_SCALES, PRESETS
 
-PresetChoice = Literal["bicubic", "bsrgan", "light"]
-SamplerChoice = Literal["ddpm", "ddim", "dpmpp"]
-DeviceChoice = Literal["cpu", "cuda"]
+if TYPE_CHECKING:
+    from ldsr.evaluation.report import Preset
+
+
+def _preset(value: str | None) -> str | None:
+    if value is not None and value not in PRESETS:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(PRESETS)}")
+    return value
 
 
 def _scale(value: int) -> int:
@@ -34,50 +49,50 @@ def _command_line(ctx: typer.Context) -> str:
 
 def evaluate_command(
     ctx: typer.Context,
-    gt: Path = typer.Option(..., "--gt", help="Folder of HR ground-truth images.", show_default=False),
+    gt: Path = typer.Option(..., "-i", "--gt", "--input", help="Folder of HR ground-truth images.", show_default=False),
     lr: Optional[Path] = typer.Option(
         None, "--lr", help="Folder of paired LR images (matched by relative name).", show_default="none: use --preset"
     ),
-    preset: Optional[PresetChoice] = typer.Option(
-        None, "--preset", help="Degradation that makes LR from HR.", show_default="bicubic unless --lr is given"
+    preset: Optional[str] = typer.Option(
+        None,
+        "--preset",
+        callback=_preset,
+        help=f"Degradation that makes LR from HR: {', '.join(PRESETS)}.",
+        show_default="bicubic unless --lr is given",
     ),
     seed: int = typer.Option(0, "--seed", help="Degradation seed (per file: rng_for(seed, name)); sampling seed."),
     scale: int = typer.Option(4, "--scale", callback=_scale, help="SR factor: 2, 3, 4 or 8; also the crop border."),
     model: list[str] = typer.Option(
         ...,
+        "-m",
         "--model",
         help="'bicubic', a shipped model name or a checkpoint path; repeat for several.",
         show_default=False,
     ),  # fmt: skip
-    out: Path = typer.Option(Path("report"), "--out", help="Report folder."),
-    steps: Optional[int] = typer.Option(
-        None, "--steps", min=1, help="Sampler steps (diffusion models).", show_default="each model's sr.steps"
-    ),
-    sampler: Optional[SamplerChoice] = typer.Option(
-        None, "--sampler", help="Sampler (diffusion models).", show_default="each model's sr.sampler"
-    ),
-    samples: int = typer.Option(1, "--samples", min=1, help="Seeds per image for diffusion models (mean and std)."),
-    draws: Optional[int] = typer.Option(
-        None,
-        "--draws",
-        min=1,
-        show_default="each model's sr.samples",
-        help="Sampler draws averaged into each SR image (posterior-mean estimate; diffusion models).",
-    ),
+    out: Path = typer.Option(Path("report"), "-o", "--output", "--out", help="Report folder."),
+    steps: Optional[int] = steps_option("each model's sr.steps"),
+    sampler: Optional[Sampler] = sampler_option("each model's sr.sampler"),
+    seeds: int = seeds_option(),
+    samples: Optional[int] = typer.Option(None, "--samples", min=1, hidden=True, help="Old name of --seeds."),
+    draws: Optional[int] = draws_option(show_default="each model's sr.samples"),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Use the first N images.", show_default="all"),
-    device: DeviceChoice = typer.Option("cpu", "--device", help="Where the models run."),
+    device: Device = device_option(),
     heatmaps: int = typer.Option(3, "--heatmaps", min=0, help="Images per method with an SSIM heat map."),
 ) -> None:
     """Upscale every GT image's LR with each model; write results.csv, summary.md/.json, sr/ and figures."""
+    from ldsr.cli.common import resolve_device
     from ldsr.evaluation.report import EvalConfig, evaluate
 
     if lr is not None and preset is not None:
-        typer.echo("error: give either --lr or --preset, not both", err=True)
-        raise typer.Exit(2)
+        fail("give either --lr or --preset, not both")
+    if samples is not None and samples != seeds and seeds != 1:
+        fail("--samples is the old name of --seeds; give one of them")
+    seeds = samples if samples is not None else seeds
     cfg = EvalConfig(
         gt_dir=gt, models=tuple(model), out_dir=out, scale=scale, lr_dir=lr,
-        preset=None if lr is not None else (preset or "bicubic"), seed=seed, sampler=sampler, steps=steps,
-        samples=samples, draws=draws, limit=limit, device=device, heatmaps=heatmaps, command=_command_line(ctx),
+        preset=None if lr is not None else cast("Preset", preset or "bicubic"), seed=seed,
+        sampler=None if sampler is None else str(sampler), steps=steps, samples=seeds, draws=draws, limit=limit,
+        device=resolve_device(device), heatmaps=heatmaps, command=_command_line(ctx),
     )  # fmt: skip
     try:
         report = evaluate(cfg)

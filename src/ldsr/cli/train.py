@@ -8,6 +8,8 @@ from typing import Literal, Optional
 
 import typer
 
+from ldsr.cli.common import Precision, fail
+
 TaskName = Literal["autoencoder", "sr", "baseline"]
 
 train_app = typer.Typer(
@@ -42,6 +44,9 @@ def run_command(
     return str(final)
 
 
+TRAIN_PRECISION = {Precision.fp32: "no", Precision.bf16: "bf16", Precision.fp16: "fp16"}  # -> train.precision
+
+
 def _command(task: TaskName) -> Callable[..., None]:
     def command(
         config: Path = typer.Option(
@@ -59,12 +64,29 @@ def _command(task: TaskName) -> Callable[..., None]:
         dry_run: bool = typer.Option(
             False, "--dry-run/--no-dry-run", help="Print the resolved config as YAML and exit.", show_default=True
         ),
+        output: Optional[Path] = typer.Option(
+            None, "-o", "--output", help="Run folder (sets train.run_dir).", show_default="the config's train.run_dir"
+        ),
+        precision: Optional[Precision] = typer.Option(
+            None,
+            "--precision",
+            help="Mixed precision (sets train.precision): fp32, bf16 or fp16 (fp16 needs a GPU).",
+            show_default="the config's train.precision",
+        ),
     ) -> None:
+        extra = list(overrides or [])
+        if output is not None:
+            extra.append(f"train.run_dir={output}")
+        if precision is not None:
+            if precision == Precision.fp16 and not dry_run:
+                from ldsr.cli.common import check_precision, resolve_device
+
+                check_precision(precision, resolve_device("auto"))
+            extra.append(f"train.precision={TRAIN_PRECISION[precision]}")
         try:
-            out = run_command(task, config, list(overrides or []), resume=resume, dry_run=dry_run)
+            out = run_command(task, config, extra, resume=resume, dry_run=dry_run)
         except ValueError as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2) from e
+            fail(str(e))
         typer.echo(out.rstrip("\n") if dry_run else f"final checkpoint: {out}")
 
     command.__doc__ = {
@@ -75,8 +97,9 @@ def _command(task: TaskName) -> Callable[..., None]:
     return command
 
 
-for _task in ("autoencoder", "sr", "baseline"):
-    train_app.command(_task)(_command(_task))  # type: ignore[arg-type]
+TASKS: tuple[TaskName, ...] = ("autoencoder", "sr", "baseline")
+for _task in TASKS:
+    train_app.command(_task)(_command(_task))
 
 
 def register(app: typer.Typer) -> None:

@@ -1,20 +1,46 @@
-"""`ldsr upscale` and `ldsr models`: super-resolve LR images with a trained or shipped model."""
+"""`ldsr upscale` and `ldsr models`: super-resolve LR images with a trained or shipped model.
+
+The job is planned first (`ldsr.cli.upscale_plan`: every file read and checked, every output named, models
+chosen per file), the models are loaded once each, and only then does any network run.
+"""
 
 from __future__ import annotations
 
-import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 import typer
 
+from ldsr.cli.common import (
+    Device,
+    JobProgress,
+    Precision,
+    Sampler,
+    device_option,
+    draws_option,
+    dry_run_option,
+    fail,
+    input_option,
+    output_option,
+    precision_option,
+    quiet_option,
+    sampler_option,
+    steps_option,
+)
 
-class Sampler(StrEnum):
-    ddpm = "ddpm"
-    ddim = "ddim"
-    dpmpp = "dpmpp"
+if TYPE_CHECKING:
+    from ldsr.cli.upscale_plan import Chooser, Plan, Request
+    from ldsr.io import ImageMeta
+    from ldsr.io.batch import BatchResult
+    from ldsr.pipeline import Upscaler, UpscaleResult
+
+BICUBIC_SCALE = 4  # `-m bicubic` without --scale
 
 
 class ReduceChoice(StrEnum):
@@ -23,182 +49,303 @@ class ReduceChoice(StrEnum):
     none = "none"
 
 
-class Device(StrEnum):
-    cpu = "cpu"
-    cuda = "cuda"
+class Channels(StrEnum):
+    grey = "grey"
+    rgb = "rgb"
 
 
-def _out_path(src: Path, root: Path | None, out: Path, single: bool) -> Path:
-    """Output path: OUT itself for one file with a suffix, else OUT/<relative name>.png (.dcm for DICOM)."""
-    from ldsr.io import suffix_of
-
-    suffix = ".dcm" if suffix_of(src) in (".dcm", "") else ".png"
-    if single and out.suffix:
-        return out
-    rel = src.relative_to(root) if root is not None else Path(src.name)
-    name = rel.name[: -len(suffix_of(src))] if suffix_of(src) else rel.name
-    return out / rel.parent / (name + suffix)
+def _frames(value: str) -> str:
+    v = value.strip().lower()
+    if v in ("all", "middle") or v.lstrip("-").isdigit():
+        return v
+    raise typer.BadParameter(f"{value!r} is not 'all', 'middle' or a frame number")
 
 
-def _match_channels(image: np.ndarray, channels: int) -> np.ndarray:
-    """Grey -> RGB by repetition; RGB -> grey by BT.601 luminance weights."""
-    if image.shape[2] == channels:
-        return image
-    if channels == 3:
-        return np.repeat(image, 3, axis=2)
-    return (image @ np.array([0.299, 0.587, 0.114], dtype=np.float32))[:, :, None]
+@dataclass(frozen=True)
+class RunOptions:
+    """How each image is upscaled and written (everything but the files)."""
+
+    sampler: str | None
+    steps: int | None
+    eta: float | None
+    seed: int
+    draws: int | None
+    reduce: str
+    std_map: bool
+    batch: int
+    decode_tile: int
+    precision: str
+    device: str
 
 
-def _pick_model(channels: int, scale: int | None) -> str:
-    from ldsr.models.checkpoint import read_config
+def _load_models(names: set[str], scale: int | None, device: str, cache: dict[str, Upscaler]) -> dict[str, Upscaler]:
+    """One Upscaler per model name (a folder job loads each model once); ValueError names a bad model."""
+    from ldsr.pipeline import load
+
+    for name in sorted(names - set(cache)):
+        cache[name] = load(name, scale=BICUBIC_SCALE if name == "bicubic" and scale is None else scale, device=device)
+    return cache
+
+
+def _chooser(model: str | None, scale: int | None, device: str, cache: dict[str, Upscaler]) -> Chooser:
+    """-m given: that model for every file (loaded now, so a bad model stops the job before reading files);
+    none: per file, from what the image shows (ldsr.pipeline.select)."""
+    if model is not None:
+        up = _load_models({model}, scale, device, cache)[model]
+        return lambda image, fmt: (model, up.channels)
     from ldsr.pipeline import shipped_models
+    from ldsr.pipeline.select import choose_model, model_infos
 
-    fits = []
-    for name, path in shipped_models().items():
-        cfg = read_config(path)
-        if cfg["channels"] == channels and (scale is None or cfg["scale"] == scale):
-            fits.append((cfg["scale"] != 4, name))  # prefer x4 when no scale is given
-    if not fits:
-        raise ValueError(
-            f"no shipped model for {channels}-channel images at x{scale or 'any'}; pass -m CHECKPOINT "
-            "(train one with `ldsr train sr`)"
+    infos = model_infos(shipped_models())
+
+    def choose(image: np.ndarray, fmt: str) -> tuple[str, int | None]:
+        name, _ = choose_model(image, fmt, infos, scale)
+        return name, infos[name].channels
+
+    return choose
+
+
+def _plan(
+    req: Request, model: str | None, scale: int | None, device: str, progress: JobProgress
+) -> tuple[Plan, dict[str, Upscaler]]:
+    """(plan, loaded models): files read and checked, models loaded, every output named and checked."""
+    from ldsr.cli.upscale_plan import JobError, add_extras, check_output_format, check_outputs, list_inputs, plan_job
+
+    cache: dict[str, Upscaler] = {}
+    try:
+        check_output_format(req, list_inputs(req)[1])  # the cheap checks before a model loads
+        choose = _chooser(model, scale, device, cache)
+        plan = plan_job(req, choose, lambda path, reason: progress.error(f"{path}: {reason}"))
+        models = _load_models({it.model for it in plan.items}, scale, device, cache)
+        for it in plan.items:
+            add_extras(it, req, _draws_of(models[it.model], None))
+        check_outputs(plan.items, [it.src for it in plan.items] + [Path(p) for p, _ in plan.failures])
+    except JobError as e:
+        progress.close()
+        fail(str(e))
+    except ValueError as e:  # a model that does not load
+        progress.close()
+        fail(str(e))
+    return plan, models
+
+
+def _draws_of(up: Upscaler, draws: int | None) -> int:
+    return 1 if up.kind in ("bicubic", "baseline") else (draws or up.default_samples)
+
+
+def _print_plan(plan: Plan, models: dict[str, Upscaler]) -> None:
+    for it in plan.items:
+        frames = "" if it.n_frames == 1 else f" [{', '.join(it.notes)}]"
+        for out in it.outputs + it.extras:
+            typer.echo(f"{it.src} -> {out} ({models[it.model].name}, x{models[it.model].scale}){frames}")
+
+
+@contextmanager
+def _stages(up: Upscaler, progress: JobProgress, nfe: int) -> Iterator[None]:
+    """Show 'sampling k/n' and 'decoding' on the bar through forward pre-hooks on the denoiser and the decoder's
+    first layer (torch's public hook API; nothing of the model changes). Removed on exit."""
+    handles = []
+    calls = [0]
+    if up.model is not None and up.kind in ("latent", "pixel"):
+        unet = getattr(up.model, "unet", None)
+
+        def on_unet(*_: object) -> None:
+            calls[0] += 1
+            progress.stage(f"sampling {calls[0]}/{nfe}")
+
+        if unet is not None:
+            handles.append(unet.register_forward_pre_hook(on_unet))
+        for name, module in up.model.named_modules():
+            if name.endswith("decoder.conv_in"):
+                handles.append(module.register_forward_pre_hook(lambda *_: progress.stage("decoding")))
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _infer(up: Upscaler, images: list[np.ndarray], opts: RunOptions, progress: JobProgress) -> list[UpscaleResult]:
+    """One network batch, under autocast when --precision asks for bf16 / fp16."""
+    import torch
+
+    draws = _draws_of(up, opts.draws)
+    nfe = up.nfe(opts.steps, opts.sampler) * draws if up.kind in ("latent", "pixel") else 1
+    progress.stage("upscaling" if up.kind in ("bicubic", "baseline") else f"sampling 0/{nfe}")
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(opts.precision)
+    with _stages(up, progress, nfe), torch.autocast(up.device.type, dtype=dtype, enabled=dtype is not None):
+        return up.upscale_batch(
+            images,
+            sampler=opts.sampler,
+            steps=opts.steps,
+            eta=opts.eta,
+            seed=opts.seed,
+            samples=opts.draws,
+            reduce=opts.reduce,  # type: ignore[arg-type]  # a ReduceChoice value
+            progress=False,  # one bar per job, not one per draw
+            decode_tile=opts.decode_tile,
         )
-    return sorted(fits)[0][1]
+
+
+def _write(out: Path, meta: ImageMeta, res: UpscaleResult, up: Upscaler, opts: RunOptions) -> None:
+    """The SR image (and --std-map / --reduce none extras) with the names the plan gave them."""
+    from ldsr.cli.upscale_plan import _stem
+    from ldsr.io import suffix_of, write_image
+
+    suffix = suffix_of(out)
+    stem = _stem(out.name, suffix)
+    keep_draws = opts.reduce == "none" and res.samples is not None
+    write_image(out, res.samples[0] if keep_draws else res.image, meta, scale=up.scale)  # type: ignore[index]
+    if keep_draws:
+        for k, s in enumerate(res.samples[1:], start=1):  # type: ignore[index]
+            write_image(out.with_name(f"{stem}_s{k}{suffix}"), s, meta, scale=up.scale)
+    if opts.std_map and res.std is not None:
+        # std of [0, 1] images is at most 0.5: stretch x2 so the map uses the whole grey range.
+        write_image(out.with_name(f"{stem}_std.png"), np.clip(res.std * 2.0, 0, 1), bit_depth=8)
+
+
+def _run(
+    plan: Plan, models: dict[str, Upscaler], req: Request, opts: RunOptions, progress: JobProgress
+) -> BatchResult[Path]:
+    """Upscale every planned frame; a file that fails now is named and the others go on."""
+    from ldsr.cli.upscale_plan import convert_channels
+    from ldsr.io import read_frames
+    from ldsr.io.batch import BatchResult
+
+    result: BatchResult[Path] = BatchResult(failures=list(plan.failures))
+    pending: dict[tuple, list] = {}
+
+    def flush(key: tuple) -> None:
+        group = pending.pop(key)
+        up = models[key[0]]
+        started = time.perf_counter()
+        try:
+            outs = _infer(up, [g[2] for g in group], opts, progress)
+        except (ValueError, OSError, RuntimeError) as e:
+            for it, _, _, _ in group:
+                _fail(result, progress, it.src, e, 1)
+            return
+        per_image = (time.perf_counter() - started) / len(group)
+        for (it, out, _, meta), res in zip(group, outs):
+            progress.stage(f"writing {out.name}")
+            try:
+                _write(out, meta, res, up, opts)
+            except (ValueError, OSError) as e:
+                _fail(result, progress, it.src, e, 1)
+                continue
+            result.ok.append(out)
+            progress.done(f"{it.src} -> {out} ({up.name}, {per_image:.1f} s)")
+
+    for it in plan.items:
+        progress.stage(f"reading {it.src.name}")
+        try:
+            frames = read_frames(it.src, axis=req.axis)
+        except (ValueError, OSError) as e:
+            _fail(result, progress, it.src, e, len(it.frames))
+            continue
+        for k, out in zip(it.frames, it.outputs):
+            image, meta = frames[k]
+            image = convert_channels(image, req.channels)
+            key = (it.model, image.shape)
+            pending.setdefault(key, []).append((it, out, image, meta))
+            if len(pending[key]) == opts.batch:
+                flush(key)
+    for key in list(pending):
+        flush(key)
+    return result
+
+
+def _fail(result: BatchResult[Path], progress: JobProgress, path: Path, e: Exception, n: int) -> None:
+    reason = str(e)
+    reason = reason[len(str(path)) + 2 :] if reason.startswith(f"{path}: ") else reason
+    progress.error(f"{path}: {reason}")
+    if (str(path), reason) not in result.failures:
+        result.failures.append((str(path), reason))
+    progress.done(f"{path}: FAILED", n)
 
 
 def upscale_command(
-    input: Path = typer.Option(..., "-i", "--input", help="An LR image or a folder of them (recursive)."),
-    output: Path = typer.Option(..., "-o", "--output", help="Output file (one input) or folder."),
+    input: Path = input_option("An LR image or a folder of them (searched recursively)."),
+    output: Path = output_option(
+        "Output file (one input; .png .jpg .tif, .dcm for DICOM input) or folder. Folder outputs are named "
+        "<stem>.png (.dcm for DICOM), <stem>_f<k> per frame; inputs sharing a stem keep their whole name (x.tif.png)."
+    ),
     model: Optional[str] = typer.Option(
         None,
         "-m",
         "--model",
-        show_default="shipped model by channels and scale",
-        help="Checkpoint folder / run dir / .safetensors, a shipped model name, or 'bicubic'.",
+        show_default="per file: mri-x4 for grey / DICOM / NIfTI, histology-x4 for H&E; others need -m",
+        help="Checkpoint folder / run dir / .safetensors, a shipped model name (`ldsr models`), or 'bicubic'.",
     ),
-    scale: Optional[int] = typer.Option(None, "--scale", show_default="the model's", help="SR factor."),
-    sampler: Optional[Sampler] = typer.Option(None, "--sampler", show_default="the model's (dpmpp)"),
-    steps: Optional[int] = typer.Option(
+    scale: Optional[int] = typer.Option(
+        None, "--scale", min=2, show_default="the model's; 4 for bicubic", help="SR factor."
+    ),
+    channels: Optional[Channels] = typer.Option(
         None,
-        "--steps",
-        min=1,
-        show_default="the model's (shipped: 1)",
-        help="Sampler steps (ignored by ddpm, which walks all T). 1 gives the "
-        "posterior mean E[HR | LR] (one evaluation per sample); 10+ gives a "
-        "sharp draw.",
+        "--channels",
+        show_default="none: a channel mismatch or an alpha channel is refused",
+        help="Convert every input to grey (BT.601 luminance) or rgb (grey repeated) first; drops alpha.",
     ),
-    eta: Optional[float] = typer.Option(None, "--eta", show_default="the model's (0)", help="DDIM eta."),
+    frames: str = typer.Option(
+        "all",
+        "--frames",
+        callback=_frames,
+        help="Multi-frame DICOM / TIFF and NIfTI volumes: all (one output per frame / slice), middle, or a number.",
+    ),
+    axis: int = typer.Option(2, "--axis", min=0, max=2, help="NIfTI slice axis (RAS): 0 sagittal, 1 coronal, 2 axial."),
+    sampler: Optional[Sampler] = sampler_option(),
+    steps: Optional[int] = steps_option(),
+    eta: Optional[float] = typer.Option(
+        None, "--eta", show_default="the model's (0)", help="DDIM eta (0: deterministic)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of the sampler noise: the same seed gives the same image."),
-    samples: Optional[int] = typer.Option(
-        None,
-        "--samples",
-        min=1,
-        show_default="the model's sr.samples (shipped: 8)",
-        help="Samples drawn per input, combined by --reduce.",
+    draws: Optional[int] = draws_option(),
+    samples: Optional[int] = typer.Option(None, "--samples", min=1, hidden=True, help="Old name of --draws."),
+    reduce: ReduceChoice = typer.Option(
+        ReduceChoice.mean, "--reduce", help="How draws are combined; none writes every draw (<stem>_s<k>)."
     ),
-    reduce: ReduceChoice = typer.Option(ReduceChoice.mean, "--reduce", help="How samples are combined."),
     std_map: bool = typer.Option(
-        False, "--std-map/--no-std-map", help="Also write the per-pixel std over samples (<name>_std.png)."
+        False, "--std-map/--no-std-map", help="Also write the per-pixel std over draws (<stem>_std.png)."
     ),
-    batch: int = typer.Option(1, "--batch", min=1, help="Images of one size upscaled together in one network batch."),
+    batch: int = typer.Option(1, "--batch", min=1, help="Images of one size and model upscaled in one network batch."),
     decode_tile: int = typer.Option(
         0,
         "--decode-tile",
         min=0,
         show_default="0: whole latent",
-        help="Latent models: decode in tiles of this many latent positions (plus a halo of "
-        "context, image-wide GroupNorm statistics): the memory of one tile, for "
-        "images too large even for the default streamed decode; slower "
-        "(docs/BENCHMARKS.md).",
+        help="Latent models: decode in tiles of this many latent positions (bounded memory, slower).",
     ),
-    device: Device = typer.Option(Device.cpu, "--device", help="Where the network runs."),
+    device: Device = device_option(),
+    precision: Precision = precision_option(),
+    dry_run: bool = dry_run_option(),
+    quiet: bool = quiet_option(),
 ) -> None:
-    """Super-resolve LR images; 1-channel and 16-bit stay so; DICOM in gives DICOM out."""
-    from tqdm import tqdm
+    """Super-resolve LR images; grey, 16-bit and DICOM stay so. Every file is checked before any computation."""
+    from ldsr.cli.common import check_precision, resolve_device
+    from ldsr.cli.upscale_plan import Request
 
-    from ldsr.io import list_images, read_image, write_image
-    from ldsr.io.batch import BatchResult
-    from ldsr.pipeline import load
-
-    if not input.exists():
-        typer.echo(f"error: {input}: no such file or folder", err=True)
-        raise typer.Exit(2)
-    single = input.is_file()
-    files = [input] if single else list_images(input)
-    if not files:
-        typer.echo(f"error: {input}: no supported images found", err=True)
-        raise typer.Exit(2)
-    try:
-        if model is None:
-            first, _ = read_image(files[0])
-            model = _pick_model(first.shape[2], scale)
-            typer.echo(f"model: {model} (shipped)")
-        up = load(model, scale=scale, device=str(device))
-    except ValueError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
-
-    def write(path: Path, meta, res) -> Path:  # noqa: ANN001 - ImageMeta, UpscaleResult
-        dst = _out_path(path, None if single else input, output, single)
-        if dst.resolve() == path.resolve():
-            raise ValueError(f"{path}: output would overwrite the input")
-        sr = res.image if reduce != "none" or res.samples is None else res.samples[0]
-        write_image(dst, sr, meta, scale=up.scale)  # keeps bit depth; DICOM: spacing / scale
-        if reduce == "none" and res.samples is not None:
-            for k, s in enumerate(res.samples[1:], start=1):
-                write_image(dst.with_name(f"{dst.stem}_s{k}{dst.suffix}"), s, meta, scale=up.scale)
-        if std_map and res.std is not None:
-            # std of [0, 1] images is at most 0.5: stretch x2 so the map uses the whole grey range.
-            write_image(dst.with_name(f"{dst.stem}_std.png"), np.clip(res.std * 2.0, 0, 1), bit_depth=8)
-        return dst
-
-    result: BatchResult[Path] = BatchResult()
-
-    def fail(path: Path, e: Exception) -> None:
-        reason = str(e)
-        reason = reason[len(str(path)) + 2 :] if reason.startswith(f"{path}: ") else reason
-        typer.echo(f"error: {path}: {reason}", err=True)
-        result.failures.append((str(path), reason))
-
-    def flush(group: list) -> None:  # noqa: ANN001 - [(path, image, meta)]
-        try:
-            outs = up.upscale_batch(
-                [g[1] for g in group],
-                sampler=None if sampler is None else str(sampler),
-                steps=steps,
-                eta=eta,
-                seed=seed,
-                samples=samples,
-                reduce=str(reduce),
-                progress=sys.stderr.isatty(),
-                decode_tile=decode_tile,
-            )
-        except (ValueError, OSError, RuntimeError) as e:
-            for path, _, _ in group:
-                fail(path, e)
-            return
-        for (path, _, meta), res in zip(group, outs):
-            try:
-                result.ok.append(write(path, meta, res))
-            except (ValueError, OSError) as e:
-                fail(path, e)
-
-    pending: dict[tuple[int, ...], list] = {}
-    for path in tqdm(files, desc="upscale", disable=len(files) < 2):
-        try:
-            image, meta = read_image(path)
-        except (ValueError, OSError) as e:
-            fail(path, e)
-            continue
-        if up.channels is not None:
-            image = _match_channels(image, up.channels)
-        group = pending.setdefault(image.shape, [])
-        group.append((path, image, meta))
-        if len(group) == batch:
-            flush(pending.pop(image.shape))
-    for group in pending.values():
-        flush(group)
-    typer.echo(f"upscale ({up.name}, x{up.scale}): {result.summary().splitlines()[0]} -> {output}")
+    if draws is not None and samples is not None and draws != samples:
+        fail("--samples is the old name of --draws; give one of them")
+    draws = draws if draws is not None else samples
+    dev = resolve_device(device)
+    check_precision(precision, dev)
+    req = Request(input, output, None if channels is None else channels.value, frames, axis, std_map,
+                  keep_draws=reduce == ReduceChoice.none)  # fmt: skip
+    progress = JobProgress(0, desc="upscale", quiet=quiet)
+    plan, models = _plan(req, model, scale, dev, progress)
+    if dry_run:
+        progress.close()
+        _print_plan(plan, models)
+        typer.echo(f"dry run: {sum(len(it.outputs) for it in plan.items)} images, {len(plan.failures)} files refused")
+        raise typer.Exit(1 if plan.failures else 0)
+    progress.close()
+    progress = JobProgress(sum(len(it.frames) for it in plan.items), desc="upscale", quiet=quiet)
+    opts = RunOptions(None if sampler is None else str(sampler), steps, eta, seed, draws, str(reduce), std_map,
+                      batch, decode_tile, str(precision), dev)  # fmt: skip
+    result = _run(plan, models, req, opts, progress)
+    progress.close()
+    used = ", ".join(sorted({f"{models[it.model].name} x{models[it.model].scale}" for it in plan.items})) or "none"
+    typer.echo(f"upscale ({used}): {result.summary().splitlines()[0]} -> {output}")
     raise typer.Exit(result.exit_code)
 
 
@@ -208,7 +355,7 @@ def models_command() -> None:
 
     models = shipped_models()
     if not models:
-        typer.echo("no shipped models installed (models/ is empty); train one with `ldsr train sr`")
+        typer.echo("no shipped models installed; train one with `ldsr train sr`")
         return
     for name, path in models.items():
         card = path / "MODEL_CARD.md"

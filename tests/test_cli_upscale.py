@@ -1,0 +1,258 @@
+"""`ldsr upscale` as a user meets it (issue 19): every check before the first computation, no silent loss or
+change of an image, per-file model choice, one bad file never stops the others, progress lines in logs."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from typer.testing import CliRunner
+
+from ldsr.cli import app
+from ldsr.data.resize import imresize
+from ldsr.io import read_image, write_image
+
+FIX = Path(__file__).resolve().parents[1] / "fixtures"
+BAD = FIX / "bad"
+
+
+def _lr(source: str = "mri/colin27_z141.png", side: int = 8) -> np.ndarray:
+    """A real (side x side) LR image: a crop of a fixture reduced x4 (bicubic)."""
+    img, _ = read_image(FIX / source)
+    return imresize(img[40 : 40 + 4 * side, 40 : 40 + 4 * side], 0.25).clip(0, 1).astype(np.float32)
+
+
+def _invoke(*args: str | Path):  # noqa: ANN202 - click.testing.Result
+    return CliRunner().invoke(app, ["upscale", *map(str, args)])
+
+
+def _no_compute(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any network / bicubic call fails the test: the checks must come before computation."""
+    from ldsr.pipeline.upscaler import Upscaler
+
+    def boom(*_: object, **__: object) -> None:
+        raise AssertionError("computation started before the job was checked")
+
+    monkeypatch.setattr(Upscaler, "upscale_batch", boom)
+
+
+def _lines(text: str, word: str) -> list[str]:
+    return [line for line in text.splitlines() if word in line]
+
+
+# --- checks that used to come after the work --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".webp", ".bmp"])
+def test_unsupported_output_format_is_refused_before_computing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str
+) -> None:
+    _no_compute(monkeypatch)
+    src = write_image(tmp_path / "slice.png", _lr())
+    res = _invoke("-i", src, "-o", tmp_path / f"x{suffix}", "-m", "bicubic")
+    assert res.exit_code == 2, res.output
+    assert _lines(res.output, "error:") == [
+        f"error: {tmp_path / f'x{suffix}'}: unsupported output format {suffix} "
+        "(supported: .png, .jpg, .jpeg, .tif, .tiff, .dcm)"
+    ]
+
+
+def test_output_equal_to_input_is_refused_before_computing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _no_compute(monkeypatch)
+    src = write_image(tmp_path / "slice.png", _lr())
+    before = src.read_bytes()
+    res = _invoke("-i", src, "-o", src, "-m", "bicubic")
+    assert res.exit_code == 2 and "would overwrite the input" in res.output, res.output
+    assert src.read_bytes() == before
+    folder = _invoke("-i", tmp_path, "-o", tmp_path, "-m", "bicubic")  # a folder onto itself
+    assert folder.exit_code == 2 and "is the input folder" in folder.output, folder.output
+
+
+def test_volume_to_unwritable_format_is_refused_before_computing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _no_compute(monkeypatch)
+    res = _invoke("-i", FIX / "nifti" / "colin27_crop.nii.gz", "-o", tmp_path / "out.nii.gz", "-m", "bicubic")
+    assert res.exit_code == 2, res.output
+    assert len(_lines(res.output, "error:")) == 1 and "NIfTI output" in res.output
+    assert not any(tmp_path.iterdir())
+
+
+def test_dry_run_lists_outputs_and_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _no_compute(monkeypatch)
+    src = tmp_path / "in"
+    write_image(src / "a.png", _lr())
+    write_image(src / "sub" / "b.tif", _lr(), bit_depth=16)
+    res = _invoke("-i", src, "-o", tmp_path / "out", "-m", "bicubic", "--dry-run")
+    assert res.exit_code == 0, res.output
+    assert f"{src / 'a.png'} -> {tmp_path / 'out' / 'a.png'}" in res.output
+    assert f"{src / 'sub' / 'b.tif'} -> {tmp_path / 'out' / 'sub' / 'b.png'}" in res.output
+    assert not (tmp_path / "out").exists()
+
+
+# --- silent data loss: inputs sharing a stem -------------------------------------------------------------
+
+
+def test_same_stem_inputs_keep_distinct_outputs(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    a, b = _lr(), _lr("mri/colin27_z141.png", 8)[::-1].copy()  # two different images
+    write_image(src / "x.png", a)
+    write_image(src / "x.tif", b, bit_depth=16)
+    out = tmp_path / "out"
+    res = _invoke("-i", src, "-o", out, "-m", "bicubic")
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in out.iterdir()) == ["x.png", "x.tif.png"]
+    assert "2 succeeded, 0 failed" in res.output
+    # each output is the SR of its own input (not one overwriting the other)
+    np.testing.assert_allclose(read_image(out / "x.png")[0], np.clip(imresize(a, 4), 0, 1), atol=1 / 255)
+    np.testing.assert_allclose(read_image(out / "x.tif.png")[0], np.clip(imresize(b, 4), 0, 1), atol=1 / 65535)
+
+
+def test_outputs_that_still_collide_are_refused_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _no_compute(monkeypatch)
+    src = tmp_path / "in"
+    write_image(src / "x.tif", _lr())
+    write_image(src / "x.tif.png", _lr())  # its own output name is x.tif.png, the renamed x.tif's too
+    write_image(src / "x.png", _lr())
+    res = _invoke("-i", src, "-o", tmp_path / "out", "-m", "bicubic")
+    assert res.exit_code == 2, res.output
+    assert "would both be written to" in res.output and "x.tif.png" in res.output
+
+
+# --- silent changes: channels, frames, alpha ---------------------------------------------------------------
+
+
+def test_rgb_into_grey_model_is_refused_unless_asked(tmp_path: Path) -> None:
+    rgb = write_image(tmp_path / "he.png", _lr("histology/cmu1sr_y2700_x0900.png"))
+    res = _invoke("-i", rgb, "-o", tmp_path / "out.png", "-m", "mri-x4", "--draws", "1")
+    assert res.exit_code == 1, res.output
+    [line] = _lines(res.output, "error:")
+    assert "colour (3-channel)" in line and "--channels grey" in line
+    assert not (tmp_path / "out.png").exists()
+    asked = _invoke("-i", rgb, "-o", tmp_path / "out.png", "-m", "mri-x4", "--draws", "1", "--channels", "grey")
+    assert asked.exit_code == 0, asked.output
+    assert read_image(tmp_path / "out.png")[0].shape == (32, 32, 1)
+
+
+def test_alpha_is_refused_unless_channels_asked(tmp_path: Path) -> None:
+    from PIL import Image
+
+    rgb = (_lr("histology/cmu1sr_y2700_x0900.png") * 255).round().astype(np.uint8)
+    rgba = np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 128, np.uint8)], axis=2)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    res = _invoke("-i", tmp_path / "a.png", "-o", tmp_path / "o.png", "-m", "bicubic")
+    assert res.exit_code == 1 and "alpha channel" in res.output, res.output
+    ok = _invoke("-i", tmp_path / "a.png", "-o", tmp_path / "o.png", "-m", "bicubic", "--channels", "rgb")
+    assert ok.exit_code == 0, ok.output
+    assert read_image(tmp_path / "o.png")[0].shape == (32, 32, 3)
+
+
+def test_nifti_volume_is_processed_whole_by_default(tmp_path: Path) -> None:
+    nii = FIX / "nifti" / "colin27_crop.nii.gz"  # 64 x 64 x 8, axial slices
+    res = _invoke("-i", nii, "-o", tmp_path / "all", "-m", "bicubic", "--scale", "2")
+    assert res.exit_code == 0, res.output
+    outs = sorted(p.name for p in (tmp_path / "all").iterdir())
+    assert outs == [f"colin27_crop_f{k:03d}.png" for k in range(8)]
+    mid = _invoke("-i", nii, "-o", tmp_path / "mid.png", "-m", "bicubic", "--scale", "2", "--frames", "middle")
+    assert mid.exit_code == 0, mid.output
+    np.testing.assert_array_equal(read_image(tmp_path / "mid.png")[0], read_image(tmp_path / "all" / outs[4])[0])
+
+
+def test_multiframe_dicom_is_processed_whole_into_dicom(tmp_path: Path) -> None:
+    src = FIX / "dicom" / "emri_small.dcm"  # 10 frames of 64 x 64
+    res = _invoke("-i", src, "-o", tmp_path / "out", "-m", "bicubic", "--scale", "2")
+    assert res.exit_code == 0, res.output
+    outs = sorted((tmp_path / "out").iterdir())
+    assert [p.name for p in outs] == [f"emri_small_f{k:03d}.dcm" for k in range(10)]
+    first = pydicom.dcmread(outs[0])
+    assert (first.Rows, first.Columns) == (128, 128)
+    assert len({pydicom.dcmread(p).SOPInstanceUID for p in outs}) == 10
+    bad = _invoke("-i", src, "-o", tmp_path / "f.png", "-m", "bicubic", "--frames", "12")
+    assert bad.exit_code == 1 and "frame 12 out of range (the file has 10 frames)" in bad.output
+
+
+# --- model choice per file; one bad file never stops the others --------------------------------------------
+
+
+def test_bad_fixtures_without_model_every_file_named_good_ones_written(tmp_path: Path) -> None:
+    """The issue's 'must show': bad-input fixtures + good files + a same-stem pair, no -m."""
+    src = tmp_path / "in"
+    shutil.copytree(BAD, src, ignore=shutil.ignore_patterns("README.md"))
+    bad = sorted(p.name for p in src.iterdir())
+    write_image(src / "scan.png", _lr())  # grey: mri-x4
+    write_image(src / "scan.tif", _lr()[::-1].copy(), bit_depth=16)  # same stem
+    write_image(src / "tissue.png", _lr("histology/cmu1sr_y2700_x0900.png", 8))  # H&E: histology-x4
+    out = tmp_path / "out"
+    res = _invoke("-i", src, "-o", out, "--draws", "1")
+    assert res.exit_code == 1, res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit)
+    assert "Traceback" not in res.output
+    errors = _lines(res.output, "error:")
+    assert len(errors) == len(bad) == 5
+    for name in bad:
+        assert len([e for e in errors if f"{src / name}: " in e]) == 1, (name, errors)
+    assert sorted(p.name for p in out.iterdir()) == ["scan.png", "scan.tif.png", "tissue.png"]
+    assert read_image(out / "tissue.png")[0].shape == (32, 32, 3)
+    assert read_image(out / "scan.tif.png")[0].shape == (32, 32, 1)
+    assert "3 succeeded, 5 failed" in res.output
+
+
+def test_colour_photo_without_model_asks_for_one(tmp_path: Path) -> None:
+    skimage_data = pytest.importorskip("skimage.data")
+    photo = write_image(tmp_path / "photo.png", imresize(skimage_data.astronaut()[:128, :128] / 255.0, 0.25).clip(0, 1))
+    res = _invoke("-i", photo, "-o", tmp_path / "o.png", "--dry-run")
+    assert res.exit_code == 1
+    [line] = _lines(res.output, "error:")
+    assert "pass -m with one of: histology-x4, histology-x8, mri-x4, bicubic" in line
+
+
+# --- vocabulary and devices ------------------------------------------------------------------------------
+
+
+def test_bicubic_without_scale_is_x4_and_samples_is_an_alias(tmp_path: Path) -> None:
+    src = write_image(tmp_path / "a.png", _lr())
+    res = _invoke("-i", src, "-o", tmp_path / "o.png", "-m", "bicubic", "--samples", "2")
+    assert res.exit_code == 0, res.output
+    assert read_image(tmp_path / "o.png")[0].shape == (32, 32, 1)
+    clash = _invoke("-i", src, "-o", tmp_path / "o.png", "-m", "bicubic", "--samples", "2", "--draws", "3")
+    assert clash.exit_code == 2 and "old name of --draws" in clash.output
+
+
+def test_cuda_without_cuda_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    src = write_image(tmp_path / "a.png", _lr())
+    res = _invoke("-i", src, "-o", tmp_path / "o.png", "-m", "bicubic", "--device", "cuda")
+    assert res.exit_code == 2
+    assert [line for line in res.output.splitlines() if line.strip()] == [
+        line for line in res.output.splitlines() if line.startswith("error: --device cuda: ")
+    ]
+    assert "Traceback" not in res.output
+    fp16 = _invoke("-i", src, "-o", tmp_path / "o.png", "-m", "bicubic", "--device", "cpu", "--precision", "fp16")
+    assert fp16.exit_code == 2 and "--precision fp16 needs --device cuda" in fp16.output
+
+
+# --- progress ----------------------------------------------------------------------------------------------
+
+
+def test_log_line_per_finished_image_and_quiet(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    for k in range(3):
+        write_image(src / f"im{k}.png", _lr())
+    res = _invoke("-i", src, "-o", tmp_path / "out", "-m", "mri-x4", "--draws", "2")
+    assert res.exit_code == 0, res.output
+    done = _lines(res.output, "upscale [")
+    assert len(done) == 3
+    for k, line in enumerate(done):
+        assert re.fullmatch(
+            rf"upscale \[{k + 1}/3, [0-9.]+ s\] \S+im{k}\.png -> \S+im{k}\.png \(mri-x4, [0-9.]+ s\)", line
+        )
+    assert "dpm" not in res.output.lower() and "it/s" not in res.output  # no per-draw sampler bars
+    quiet = _invoke("-i", src, "-o", tmp_path / "out2", "-m", "bicubic", "--quiet")
+    assert quiet.exit_code == 0 and not _lines(quiet.output, "upscale [")
+    assert "3 succeeded" in quiet.output
