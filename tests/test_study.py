@@ -282,6 +282,13 @@ def test_invitation_codes_host_check_and_full_study(tmp_path: Path) -> None:
     assert open_client.post("/api/join", json={"code": study.codes[0]}).get_json()["rater"] == "rater 1"
 
 
+def test_loopback_detection() -> None:
+    from ldsr.study.serve import is_loopback
+
+    assert all(is_loopback(h) for h in ("127.0.0.1", "localhost", "::1", "[::1]", "127.0.0.2"))
+    assert not any(is_loopback(h) for h in ("0.0.0.0", "192.168.1.4", "::", "example.org", ""))
+
+
 def test_raters_in_threads_lose_nothing(study_dir: Path) -> None:
     errors: list[str] = []
 
