@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ldsr.models.params import count_parameters as count_parameters  # re-exported: callers count a UNet's here
+
 if TYPE_CHECKING:  # diffusers and torch load only when a network is built (the CLI reads the names)
     from diffusers.models.unets.unet_2d import UNet2DModel  # not `diffusers.UNet2DModel`, a placeholder to mypy
-    from torch import nn
 
 
 def unet_tiny(in_channels: int, out_channels: int, sample_size: int) -> UNet2DModel:
@@ -92,8 +93,3 @@ UNET_PRESETS: dict[str, Callable[[int, int, int], UNet2DModel]] = {
 
 # Total downsampling of each preset's UNet: its input side must be a multiple of this.
 UNET_DOWNSAMPLING: dict[str, int] = {"tiny": 2, "compact": 4, "small": 4, "base": 8}
-
-
-def count_parameters(module: nn.Module) -> int:
-    """Number of parameters (trainable or frozen) of `module`."""
-    return sum(p.numel() for p in module.parameters())

@@ -23,7 +23,6 @@ checkpoints happen on the main process; the log shows the main process's share o
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import sys
 import time
@@ -37,6 +36,7 @@ from torch import nn
 from torch.utils.data import Sampler
 
 from ldsr.models import checkpoint as ck
+from ldsr.models.params import frozen
 from ldsr.training.checkpoints import prune_checkpoints, resume_point
 from ldsr.training.config import TrainConfig
 from ldsr.training.ema import EMA, ema_applied
@@ -92,18 +92,6 @@ class _ShardStream(Sampler[int]):
             base = (m * self.world + self.rank) * self.batch
             yield from range(base, base + self.batch)
             m += 1
-
-
-@contextlib.contextmanager
-def _frozen(params: list[nn.Parameter]) -> Iterator[None]:
-    flags = [p.requires_grad for p in params]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, f in zip(params, flags):
-            p.requires_grad_(f)
 
 
 def _to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
@@ -318,7 +306,7 @@ def _micro_step(run: _Run, batch: dict[str, Any], logs: dict[str, float], step: 
     last micro-batch of a step); adds its share of the step's logs to `logs`."""
     acc, tc, o = run.accelerator, run.tc, run.opts
     with acc.accumulate(run.wrapped):
-        with _frozen(o.disc_params), acc.autocast():
+        with frozen(o.disc_params), acc.autocast():
             loss, g_logs = run.wrapped(batch)
         if not torch.isfinite(loss.detach()):
             raise FloatingPointError(f"loss is {loss.item()} at step {step + 1}; lower train.lr or check the data")
@@ -342,7 +330,7 @@ def _micro_step(run: _Run, batch: dict[str, Any], logs: dict[str, float], step: 
 def _disc_step(run: _Run, batch: dict[str, Any], logs: dict[str, float]) -> None:
     """The discriminator's step on the same micro-batch (generator weights frozen)."""
     acc, tc, o = run.accelerator, run.tc, run.opts
-    with _frozen(o.gen_params), acc.autocast():
+    with frozen(o.gen_params), acc.autocast():
         d_loss, d_logs = run.wrapped(batch, mode="disc")
     acc.backward(d_loss)
     if acc.sync_gradients and tc.grad_clip > 0:

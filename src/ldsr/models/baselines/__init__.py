@@ -13,16 +13,17 @@ the GAN stage trains on L1 + RaGAN only (see ``NOTES``).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ldsr.models.params import count_parameters, frozen
 
 from .esrgan import (
     PerceptualLoss,
@@ -153,11 +154,6 @@ class BaselineConfig:
         )
 
 
-def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
-    """Number of scalar parameters (all, or only those with ``requires_grad``)."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
-
-
 class BaselineSR(nn.Module):
     """Model-protocol wrapper of a baseline generator trained with an L1 pixel loss."""
 
@@ -196,20 +192,6 @@ class BaselineSR(nn.Module):
         return dataclasses.asdict(self.cfg)
 
 
-@contextlib.contextmanager
-def _frozen(module: nn.Module) -> Iterator[None]:
-    """Record no graph edges to ``module``'s parameters (the flags are read when ops run, so the
-    generator's backward later never touches D's grads)."""
-    flags = [p.requires_grad for p in module.parameters()]
-    for p in module.parameters():
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, f in zip(module.parameters(), flags):
-            p.requires_grad_(f)
-
-
 class BaselineGAN(BaselineSR):
     """ESRGAN GAN stage: adds ``discriminator`` and ``discriminator_loss`` (the loop then alternates
     generator and discriminator steps with two optimizers: ``generator`` and ``discriminator`` params).
@@ -228,7 +210,7 @@ class BaselineGAN(BaselineSR):
         cfg, hr = self.cfg, batch["hr"]
         sr = self.generator(batch["lr"])
         l1 = F.l1_loss(sr, hr)
-        with _frozen(self.discriminator):
+        with frozen(self.discriminator.parameters()):  # no graph edges to D: G's backward skips D's grads
             with torch.no_grad():
                 real_logits = self.discriminator(hr)
             fake_logits = self.discriminator(sr)
