@@ -1,4 +1,4 @@
-"""ldsr.config (YAML -> typed dataclasses), ldsr.data.splits and the `ldsr train` CLI's --dry-run."""
+"""ldsr.config (YAML -> typed dataclasses) and the `ldsr train` CLI's --dry-run."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import yaml
 
 from ldsr.config import RunConfig, apply_overrides, from_dict, load_config, parse_override, to_dict, to_yaml
 from ldsr.data.config import DataConfig
-from ldsr.data.splits import filter_split, split_of
 from ldsr.training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -169,58 +168,7 @@ def test_every_shipped_config_loads() -> None:
         assert colour.data.train[0].endswith("tiles150") and colour.train.run_dir.endswith(f"{arch}_x4_rgb")
 
 
-# ------------------------------------------------------------------------------------------------ splits
-
-
-@pytest.mark.parametrize(
-    "path, split",
-    [
-        ("data/mri/brain-tumor-figshare/0/1747.jpg", "train"),
-        ("data/mri/brain-tumor-figshare/0/1748.jpg", "test"),
-        ("data/mri/brain-tumor-figshare/1/637.jpg", "train"),
-        ("data/mri/brain-tumor-figshare/1/708.jpg", "test"),
-        ("data/mri/brain-tumor-figshare/2/2638.jpg", "train"),
-        ("data/mri/brain-tumor-figshare/2/2639.jpg", "test"),
-        ("fixtures/mri/figshare_2_2750.jpg", "test"),
-        ("data/mri/colin27/mricron_data_colin27_ch2_axial_z117.png", "train"),
-        ("data/mri/colin27/mricron_data_colin27_ch2_axial_z120.png", "test"),
-        ("fixtures/mri/colin27_z141.png", "test"),
-        ("histology/cmu1-small-region/tiles150/cmu1sr_y2250_x0900.png", "train"),
-        ("histology/cmu1-small-region/tiles150/cmu1sr_y2400_x0900.png", "test"),
-        ("histology/kather2016/image_78_label_0.png", "train"),
-        ("histology/kather2016/image_80_label_3.png", "test"),
-        ("fixtures/histology/kather2016_86_label_5_150.png", "test"),
-        ("my/photos/1748.jpg", None),
-        ("other/image_90_label_1.png", None),
-        ("x/3/2700.jpg", None),
-    ],
-)
-def test_split_of(path: str, split: str | None) -> None:
-    assert split_of(path) == split
-
-
-def test_colin27_volume_is_split_by_slice() -> None:
-    # The Colin27 volume holds the same anatomy as its _zNNN PNG slices: its slices follow the same z rule.
-    vol = "data/mri/colin27/ch2.nii.gz"
-    assert split_of(vol) is None
-    assert (split_of(vol, 119), split_of(vol, 120)) == ("train", "test")
-    assert split_of("fixtures/nifti/colin27_crop.nii.gz", 3) is None  # a crop's frame indices are not z
-
-
-def test_filter_split_keeps_unknown_files() -> None:
-    paths = [Path("f/brain-tumor-figshare/0/1.jpg"), Path("f/brain-tumor-figshare/0/1800.jpg"), Path("mine/a.png")]
-    assert filter_split(paths, "train") == [paths[0], paths[2]]
-    assert filter_split(paths, "test") == [paths[1], paths[2]]
-    assert filter_split(paths, "all") == paths
-    with pytest.raises(ValueError, match="split must be"):
-        filter_split(paths, "val")  # type: ignore[arg-type]
-
-
-def test_fixtures_are_held_out() -> None:
-    from ldsr.io import list_images
-
-    known = [p for p in list_images(ROOT / "fixtures") if split_of(p) is not None]
-    assert len(known) >= 8 and all(split_of(p) == "test" for p in known)
+# splits: tests/test_splits.py (the rules are data in experiments/splits/)
 
 
 # ------------------------------------------------------------------------------------------------- CLI

@@ -1,4 +1,4 @@
-"""scripts/histology_val_windows.py: the histology validation windows never touch a tile and hold enough tissue."""
+"""experiments/scripts/histology_val_windows.py: the validation windows never touch a tile and hold enough tissue."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "scripts" / "histology_val_windows.py"
+SCRIPT = ROOT / "experiments" / "scripts" / "histology_val_windows.py"
 TILE = ROOT / "fixtures" / "histology" / "cmu1sr_y2700_x0900.png"
 
 

@@ -231,10 +231,16 @@ def test_hr_dataset_shapes_channels_and_determinism() -> None:
     assert torch.equal(g[0], g[1]) and torch.equal(g[1], g[2])  # grey -> RGB repeats
 
 
+MRI_RULES = [str(ROOT / "experiments" / "splits" / f"{d}.yaml") for d in ("figshare", "colin27")]  # fixtures: test
+
+
 def test_split_small_images_and_val(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no training images"):
         build_train_dataset(
-            DataConfig(train=[str(ROOT / "fixtures" / "mri")], split="train"), channels=1, scale=4, seed=0
+            DataConfig(train=[str(ROOT / "fixtures" / "mri")], split="train", split_rules=MRI_RULES),
+            channels=1,
+            scale=4,
+            seed=0,
         )
     Image.fromarray(np.zeros((20, 24), np.uint8)).save(tmp_path / "small.png")
     ds = build_train_dataset(
@@ -249,7 +255,10 @@ def test_split_small_images_and_val(tmp_path: Path) -> None:
     assert all(torch.equal(a["lr"], b["lr"]) for a, b in zip(v1.items, v2.items))
     assert (
         build_val_dataset(
-            DataConfig(train=[str(ROOT / "fixtures" / "mri")], val_split="train"), channels=1, scale=4, seed=0
+            DataConfig(train=[str(ROOT / "fixtures" / "mri")], val_split="train", split_rules=MRI_RULES),
+            channels=1,
+            scale=4,
+            seed=0,
         )
         is None
     )

@@ -4,7 +4,7 @@ The crops come from the bundled histology fixtures (150x150 tiles, up-sampled x2
 cropped to 256x256 at several offsets), so the content is real tissue texture. Only the in-memory
 degradation is timed (no file I/O). Usage:
 
-    .venv/bin/python scripts/bench_degrade.py [--n 40] [--scale 4]
+    .venv/bin/python experiments/scripts/bench_degrade.py [--n 40] [--scale 4]
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from PIL import Image
 from ldsr.data.degrade import PRESETS, degrade, rng_for
 from ldsr.data.resize import imresize
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "histology"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "histology"
 
 
 def crops(n: int, size: int = 256) -> list[np.ndarray]:

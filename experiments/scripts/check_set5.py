@@ -2,7 +2,7 @@
 
 Set5 cannot be committed (no redistribution licence), so this runs on a user's own copy:
 
-    python scripts/check_set5.py /path/to/Set5/HR --scale 4
+    python experiments/scripts/check_set5.py /path/to/Set5/HR --scale 4
 
 Protocol (the SR-paper one): the HR image is cropped to a multiple of the scale; LR = MATLAB bicubic
 down-scaling (antialiased) of HR; SR = MATLAB bicubic up-scaling of LR; PSNR / SSIM on the BT.601 Y channel

@@ -1,33 +1,33 @@
 #!/usr/bin/env bash
-# The CPU benchmark suite on brain MRI (docs/BENCHMARKS.md): trains every model of configs/cpu/ on the
+# The CPU benchmark suite on brain MRI (docs/BENCHMARKS.md): trains every model of experiments/configs/cpu/ on the
 # figshare train split and evaluates them on held-out slices. Needs ../shared/data (see its README).
 # Each training job uses one torch thread; run two jobs at once on a 2-core machine.
-#   bash scripts/cpu_mri_suite.sh train   # ~1 h on a 2-core CPU
-#   bash scripts/cpu_mri_suite.sh eval    # the comparison table and figures in runs/cpu/eval_mri/
+#   bash experiments/scripts/cpu_mri_suite.sh train   # ~1 h on a 2-core CPU
+#   bash experiments/scripts/cpu_mri_suite.sh eval    # the comparison table and figures in runs/cpu/eval_mri/
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 L=.venv/bin/ldsr
 export OMP_NUM_THREADS=1
 
 train() {
-  $L train baseline -c configs/cpu/srcnn_x4.yaml
-  $L train baseline -c configs/cpu/fsrcnn_x4.yaml
+  $L train baseline -c experiments/configs/cpu/srcnn_x4.yaml
+  $L train baseline -c experiments/configs/cpu/fsrcnn_x4.yaml
   # The VQ-VAE was trained for 1500 steps, then resumed to 6000 (the cosine LR schedule restarts over 6000).
-  $L train autoencoder -c configs/cpu/vqvae_f4.yaml
-  $L train autoencoder -c configs/cpu/vqvae_f4.yaml --resume train.steps=6000 train.ckpt_every=1500 train.val_every=1500
-  $L train autoencoder -c configs/cpu/vae_f4.yaml
-  $L train sr -c configs/cpu/ldm_sr_x4.yaml
-  $L train sr -c configs/cpu/ldm_sr_x4_vae.yaml
-  $L train sr -c configs/cpu/ldm_sr_x4_v.yaml        # the same with v-prediction
-  $L train sr -c configs/cpu/ldm_sr_x4_vae_v.yaml
-  $L train sr -c configs/cpu/sr3_x4.yaml
-  $L train baseline -c configs/cpu/esrgan_x4.yaml
-  $L train baseline -c configs/cpu/esrgan_x4_gan.yaml   # stage 2: RaGAN + L1 from the L1-stage generator
-  $L train baseline -c configs/cpu/esrgan_x4_gan_l1.yaml   # the same with the L1 term at weight 1
+  $L train autoencoder -c experiments/configs/cpu/vqvae_f4.yaml
+  $L train autoencoder -c experiments/configs/cpu/vqvae_f4.yaml --resume train.steps=6000 train.ckpt_every=1500 train.val_every=1500
+  $L train autoencoder -c experiments/configs/cpu/vae_f4.yaml
+  $L train sr -c experiments/configs/cpu/ldm_sr_x4.yaml
+  $L train sr -c experiments/configs/cpu/ldm_sr_x4_vae.yaml
+  $L train sr -c experiments/configs/cpu/ldm_sr_x4_v.yaml        # the same with v-prediction
+  $L train sr -c experiments/configs/cpu/ldm_sr_x4_vae_v.yaml
+  $L train sr -c experiments/configs/cpu/sr3_x4.yaml
+  $L train baseline -c experiments/configs/cpu/esrgan_x4.yaml
+  $L train baseline -c experiments/configs/cpu/esrgan_x4_gan.yaml   # stage 2: RaGAN + L1 from the L1-stage generator
+  $L train baseline -c experiments/configs/cpu/esrgan_x4_gan_l1.yaml   # the same with the L1 term at weight 1
   # Residual diffusion (SRDiff-style) on the same bicubic protocol: the models that beat the baselines.
-  $L train sr -c configs/cpu/ldm_sr_x4_res_bicubic.yaml
-  $L train sr -c configs/cpu/ldm_sr_x4_vae_res_bicubic.yaml
-  $L train sr -c configs/cpu/sr3_x4_res_bicubic.yaml
+  $L train sr -c experiments/configs/cpu/ldm_sr_x4_res_bicubic.yaml
+  $L train sr -c experiments/configs/cpu/ldm_sr_x4_vae_res_bicubic.yaml
+  $L train sr -c experiments/configs/cpu/sr3_x4_res_bicubic.yaml
 }
 
 evaluate() {
@@ -45,7 +45,7 @@ for i in np.linspace(0, len(src) - 1, 50).round().astype(int):
     shutil.copy(p, f"{sys.argv[1]}/{p.parent.name}_{p.name}")
 PY
   $L degrade "$out/gt_full" "$out/pairs" --scale 4 --preset bicubic --seed 0 --hr-size 128
-  .venv/bin/python scripts/eval_autoencoder.py --data ../shared/data/mri/brain-tumor-figshare --count 50 \
+  .venv/bin/python experiments/scripts/eval_autoencoder.py --data ../shared/data/mri/brain-tumor-figshare --count 50 \
     --json "$out/autoencoders.json" runs/cpu/vqvae_f4 runs/cpu/vae_f4
   $L evaluate --gt "$out/pairs/hr" --lr "$out/pairs/lr" --scale 4 --out "$out/report" \
     --model bicubic --model runs/cpu/srcnn_x4 --model runs/cpu/fsrcnn_x4 --model runs/cpu/esrgan_x4 \
@@ -60,15 +60,15 @@ PY
 # Histology (3 channels): CNN baselines, ESRGAN (L1 stage) and a VAE-DDPM with v-prediction.
 histology() {
   local out=runs/cpu/eval_histo
-  $L train baseline -c configs/cpu/srcnn_x4_rgb.yaml
-  $L train baseline -c configs/cpu/fsrcnn_x4_rgb.yaml
-  $L train baseline -c configs/cpu/esrgan_x4_rgb.yaml
-  $L train autoencoder -c configs/cpu/vae_f4_rgb.yaml
-  $L train sr -c configs/cpu/ldm_sr_x4_vae_v_rgb.yaml
-  $L train sr -c configs/cpu/ldm_sr_x4_vae_res_rgb.yaml
-  $L train autoencoder -c configs/cpu/vqvae_f4_rgb.yaml
-  $L train sr -c configs/cpu/ldm_sr_x4_vq_res_rgb.yaml
-  $L train sr -c configs/cpu/sr3_x4_res_rgb.yaml
+  $L train baseline -c experiments/configs/cpu/srcnn_x4_rgb.yaml
+  $L train baseline -c experiments/configs/cpu/fsrcnn_x4_rgb.yaml
+  $L train baseline -c experiments/configs/cpu/esrgan_x4_rgb.yaml
+  $L train autoencoder -c experiments/configs/cpu/vae_f4_rgb.yaml
+  $L train sr -c experiments/configs/cpu/ldm_sr_x4_vae_v_rgb.yaml
+  $L train sr -c experiments/configs/cpu/ldm_sr_x4_vae_res_rgb.yaml
+  $L train autoencoder -c experiments/configs/cpu/vqvae_f4_rgb.yaml
+  $L train sr -c experiments/configs/cpu/ldm_sr_x4_vq_res_rgb.yaml
+  $L train sr -c experiments/configs/cpu/sr3_x4_res_rgb.yaml
   rm -rf "$out/gt" && mkdir -p "$out/gt"
   .venv/bin/python - "$out/gt" <<'PY'
 import shutil, sys

@@ -1,6 +1,6 @@
 """Remove the initial weights' share from an EMA trained without warm-up (checkpoints before the EMA warm-up).
 
-    python scripts/ema_bias_correct.py RUN_DIR CONFIG OUT_RUN_DIR
+    python experiments/scripts/ema_bias_correct.py RUN_DIR CONFIG OUT_RUN_DIR
 
 A plain EMA with decay d keeps d^N of the initial weights after N steps (34 % after 1074 steps at 0.999). The
 initial weights are rebuilt exactly as ldsr.training.loop builds them (same seed, same order), and the EMA of the
@@ -21,7 +21,8 @@ from safetensors.torch import load_file, save_file
 
 from ldsr.config import load_config
 from ldsr.models import checkpoint as ck
-from ldsr.training.loop import build_from_config, seed_everything
+from ldsr.models.build import build_model as build_from_config
+from ldsr.training.rng import seed_everything
 
 if len(sys.argv) != 4:
     raise SystemExit(__doc__)

@@ -1,6 +1,6 @@
 """Reconstruction quality of trained autoencoders on held-out images: the ceiling a latent SR model cannot beat.
 
-    .venv/bin/python scripts/eval_autoencoder.py --data ../shared/data/mri/brain-tumor-figshare \
+    .venv/bin/python experiments/scripts/eval_autoencoder.py --data ../shared/data/mri/brain-tumor-figshare \
         --count 50 runs/cpu/vqvae_f4 runs/cpu/vae_f4
 
 Takes `--count` held-out images (docs/DATA_SPLITS.md, evenly spaced over the sorted list), encodes and decodes

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # One GPU session (run through the device tool; 15 minutes of an H200 or H100 in all): the checks of the
-# latent-diffusion issue that need a GPU, and the histology models of configs/gpu/ trained side by side.
+# latent-diffusion issue that need a GPU, and the histology models of experiments/configs/gpu/ trained side by side.
 #
-#   bash scripts/gpu_session.sh OUT_DIR [SECONDS]     # from the repository root, ../shared/data present
+#   bash experiments/scripts/gpu_session.sh OUT_DIR [SECONDS]     # from the repository root, ../shared/data present
 #
 # 1. `ldsr bench speed --device cuda` at HR 128 / 256 / 512 (GPU to itself);
 # 2. in parallel, until SECONDS (default 500) after the start:
-#    - scripts/precision_check.py (fp32 / bf16 / fp16 training of tiny SR3 and VAE);
+#    - experiments/scripts/precision_check.py (fp32 / bf16 / fp16 training of tiny SR3 and VAE);
 #    - histology x4 and x8 VAE-DDPM, VQ-VAE then VQVAE-DDPM x4, SR3 x4 (bf16), and SRCNN / FSRCNN / ESRGAN x4,
-#      SRCNN x8 (configs/gpu/*.yaml; each stops with a checkpoint when its train.max_minutes is spent);
+#      SRCNN x8 (experiments/configs/gpu/*.yaml; each stops with a checkpoint when its train.max_minutes is spent);
 # 3. OUT_DIR/<group>.tar: each run's log.csv, config and EMA weights of its last checkpoint; reports.tar: the
 #    bench table, the precision table, nvidia-smi and every process's log.
 # LDSR_DRY=1 rehearses it on the CPU in a minute (tiny bench, no precision check, a few seconds per run).
@@ -54,32 +54,32 @@ train() {  # train TASK CONFIG NAME WORKERS [OVERRIDES...]
 }
 
 vq_chain() {  # VQ-VAE (fixed steps), its residual scale, then VQVAE-DDPM for the time left
-  timeout -s TERM $guard "$PY" -m ldsr train autoencoder -c configs/gpu/vqvae_f4_histo.yaml "data.num_workers=$W" \
+  timeout -s TERM $guard "$PY" -m ldsr train autoencoder -c experiments/configs/gpu/vqvae_f4_histo.yaml "data.num_workers=$W" \
     $([ "$DRY" = 1 ] && echo train.steps=4 train.max_minutes=0.1) >"$OUT/logs/vqvae_f4_histo.log" 2>&1
   echo "vqvae_f4_histo rc=$? at $(elapsed) s"
   local s
-  s=$("$PY" scripts/residual_std.py configs/gpu/histology_x4_vq.yaml --samples 256 2>>"$OUT/logs/residual_vq.log" |
+  s=$("$PY" experiments/scripts/residual_std.py experiments/configs/gpu/histology_x4_vq.yaml --samples 256 2>>"$OUT/logs/residual_vq.log" |
       tee -a "$OUT/logs/residual_vq.log" | sed -n 's/^sr.residual_scale: //p')
   echo "vq residual_scale=$s"
   local rest
   rest=$("$PY" -c "print(round(max($END_S - $(elapsed) - 60, 30) / 60, 2))")
   [ "$DRY" = 1 ] && rest=0.1
-  timeout -s TERM $guard "$PY" -m ldsr train sr -c configs/gpu/histology_x4_vq.yaml "train.max_minutes=$rest" \
+  timeout -s TERM $guard "$PY" -m ldsr train sr -c experiments/configs/gpu/histology_x4_vq.yaml "train.max_minutes=$rest" \
     "data.num_workers=$W" "sr.residual_scale=${s:-1.0}" >"$OUT/logs/histology_x4_vq.log" 2>&1
   echo "histology_x4_vq rc=$? at $(elapsed) s"
 }
 
 pids=()
 if [ "$DRY" != 1 ]; then
-  timeout $guard "$PY" scripts/precision_check.py "$OUT/precision" >"$OUT/logs/precision.log" 2>&1 &
+  timeout $guard "$PY" experiments/scripts/precision_check.py "$OUT/precision" >"$OUT/logs/precision.log" 2>&1 &
   pids+=($!)
 fi
-train sr configs/gpu/histology_x4.yaml histology_x4 $W & pids+=($!)
-train sr configs/gpu/histology_x8.yaml histology_x8 $W & pids+=($!)
-train sr configs/gpu/sr3_x4_histo.yaml sr3_x4_histo $W $([ "$DRY" = 1 ] && echo train.precision=no) & pids+=($!)
+train sr experiments/configs/gpu/histology_x4.yaml histology_x4 $W & pids+=($!)
+train sr experiments/configs/gpu/histology_x8.yaml histology_x8 $W & pids+=($!)
+train sr experiments/configs/gpu/sr3_x4_histo.yaml sr3_x4_histo $W $([ "$DRY" = 1 ] && echo train.precision=no) & pids+=($!)
 vq_chain & pids+=($!)
 for b in srcnn_x4_histo fsrcnn_x4_histo esrgan_x4_histo srcnn_x8_histo; do
-  train baseline configs/gpu/$b.yaml $b $WB & pids+=($!)
+  train baseline experiments/configs/gpu/$b.yaml $b $WB & pids+=($!)
 done
 wait "${pids[@]}"
 echo "training done at $(elapsed) s"

@@ -1,6 +1,6 @@
 """Cut the histology validation windows: tissue of CMU-1-Small-Region that no training or test tile covers.
 
-    .venv/bin/python scripts/histology_val_windows.py OUT_DIR [--slide SVS] [--tiles DIR] [--size 96]
+    .venv/bin/python experiments/scripts/histology_val_windows.py OUT_DIR [--slide SVS] [--tiles DIR] [--size 96]
 
 The histology splits (docs/DATA_SPLITS.md) use the 85 tiles of `tiles150`, cut from level 0 of the slide; the
 slide has more tissue than those tiles. This script reads level 0 with Pillow, marks tissue (saturation > 0.08 and

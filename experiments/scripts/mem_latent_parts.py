@@ -1,6 +1,7 @@
 """Peak RSS growth of one latent-model part (one part per process), after a small warm-up of every part.
 
-    OMP_NUM_THREADS=1 python scripts/mem_latent_parts.py PART [--hr 256] [--model small|SHIPPED_OR_CHECKPOINT]
+    OMP_NUM_THREADS=1 python experiments/scripts/mem_latent_parts.py PART [--hr 256] \
+        [--model small|SHIPPED_OR_CHECKPOINT]
 
 PART: decode | decode_streamed | encode | encode_streamed | unet (one UNet evaluation on the latent grid).
 --model small (default): the `small` VQ-VAE f=4 and UNet presets with random weights (what `ldsr bench speed`

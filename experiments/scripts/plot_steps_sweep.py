@@ -1,6 +1,6 @@
-"""Table (steps_sweep.md) and plot (steps_sweep.png) of a `scripts/steps_sweep.sh` output folder.
+"""Table (steps_sweep.md) and plot (steps_sweep.png) of a `experiments/scripts/steps_sweep.sh` output folder.
 
-    .venv/bin/python scripts/plot_steps_sweep.py runs/cpu/steps_sweep/mri-x4
+    .venv/bin/python experiments/scripts/plot_steps_sweep.py runs/cpu/steps_sweep/mri-x4
 
 Reads every `<sampler>_<steps>/summary.json` below the folder (one method each) and writes PSNR / SSIM (Y) and
 seconds per image against the number of network evaluations.

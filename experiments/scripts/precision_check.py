@@ -1,6 +1,6 @@
 """Mixed-precision training check (needs a GPU): the same tiny SR3 and VAE runs in fp32, bf16 and fp16.
 
-    python scripts/precision_check.py OUT_DIR [--steps 300]
+    python experiments/scripts/precision_check.py OUT_DIR [--steps 300]
 
 Each run trains a real ldsr model through ldsr.training.loop (accelerate's autocast and, for fp16, its gradient
 scaler) on the bundled MRI fixtures, then loads its checkpoint and upscales / reconstructs the fixtures in fp32.
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "tiny"
 PRECISIONS = ("no", "bf16", "fp16")
 

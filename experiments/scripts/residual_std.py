@@ -1,6 +1,6 @@
 """Measure the std of the residual a `sr.residual: true` config diffuses, and print `sr.residual_scale` = 1 / std.
 
-    .venv/bin/python scripts/residual_std.py configs/cpu/ldm_sr_x4_res.yaml [--samples 256]
+    .venv/bin/python experiments/scripts/residual_std.py experiments/configs/cpu/ldm_sr_x4_res.yaml [--samples 256]
 
 Draws `--samples` training pairs exactly as training does (same crops, degradation preset and seed), forms the
 residual target - base of the configured model (latent: z(HR) - z(bicubic(LR)); pixel: HR - bicubic(LR)), and
@@ -24,7 +24,7 @@ def main() -> None:
 
     from ldsr.config import load_config
     from ldsr.data.datasets import build_train_dataset
-    from ldsr.training.loop import build_from_config
+    from ldsr.models.build import build_model as build_from_config
 
     torch.set_num_threads(1)
     cfg = load_config(a.config, a.overrides)

@@ -3,10 +3,10 @@
 # DPM-Solver++ at 1/2/5/10/20/50/100/1000 steps and ancestral DDPM over the whole chain, one draw per image; then
 # the mean of DRAWS (default 8) draws at 1-100 steps; then a table and a plot. One step lands on the network's
 # x0 estimate at the start of the chain, E[x0 | LR] (Tweedie): the posterior mean in one evaluation.
-#   bash scripts/steps_sweep.sh MODEL [PAIRS] [OUT]
-#   bash scripts/steps_sweep.sh models/mri-x4 runs/cpu/eval_mri/pairs_bsrgan runs/cpu/steps_sweep/mri-x4
+#   bash experiments/scripts/steps_sweep.sh MODEL [PAIRS] [OUT]
+#   bash experiments/scripts/steps_sweep.sh models/mri-x4 runs/cpu/eval_mri/pairs_bsrgan runs/cpu/steps_sweep/mri-x4
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 model=${1:?usage: $0 MODEL [PAIRS] [OUT]}
 pairs=${2:-runs/cpu/eval_mri/pairs}
 out=${3:-runs/cpu/steps_sweep/$(basename "$model")}
@@ -21,4 +21,4 @@ draws=${DRAWS:-8}
 for s in 1 10 20 50 100; do
   ev --sampler dpmpp --steps $s --draws $draws --out "$out/dpmpp_${s}_draws$draws"
 done
-.venv/bin/python scripts/plot_steps_sweep.py "$out"
+.venv/bin/python experiments/scripts/plot_steps_sweep.py "$out"

@@ -390,7 +390,7 @@ def _resolve_path(p: str, base: Path) -> str:
 def _resolve_input_paths(d: dict[str, Any], base: Path) -> None:
     data = d.get("data")
     if isinstance(data, dict):
-        for key in ("train", "val"):
+        for key in ("train", "val", "split_rules"):
             if isinstance(data.get(key), list):
                 data[key] = [_resolve_path(p, base) if isinstance(p, str) else p for p in data[key]]
         if isinstance(data.get("paired"), str):
@@ -405,9 +405,9 @@ def _resolve_input_paths(d: dict[str, Any], base: Path) -> None:
 def load_config(path: str | os.PathLike[str], overrides: Sequence[str] = (), *, resolve: bool = True) -> RunConfig:
     """Read a YAML run config (following `inherit:`), apply `key=value` overrides, check every key and type.
 
-    Relative input paths (data.train / data.val / data.paired / sr.autoencoder / sr.init_from / baseline.init_from /
-    baseline.vgg_weights) are made absolute: relative
-    to the config file's folder when they exist there, else to the current directory.
+    Relative input paths (data.train / data.val / data.split_rules / data.paired / sr.autoencoder / sr.init_from /
+    baseline.init_from / baseline.vgg_weights) are made absolute: relative to the config file's folder when they
+    exist there, else to the current directory.
     """
     path = Path(path)
     d = apply_overrides(_read_yaml(path), overrides)

@@ -14,7 +14,8 @@ class DataConfig:
 
     train: list[str] = field(default_factory=list)  # HR image folders / files (recursive)
     val: list[str] = field(default_factory=list)  # validation folders / files; empty: the train sources
-    split: SplitChoice = "train"  # docs/DATA_SPLITS.md subset of the train sources (unknown data sets: kept)
+    split: SplitChoice = "train"  # subset of the train sources by `split_rules` (files no rule decides: kept)
+    split_rules: list[str] = field(default_factory=list)  # rule files (experiments/splits/*.yaml); none: all used
     val_split: SplitChoice = "test"  # subset of the validation sources
     hr_size: int = 128  # HR crop side; a multiple of the scale
     degradation: str = "bsrgan"  # ldsr.data.degrade preset for on-the-fly LR (HR-folder mode)

@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from ldsr.data.config import DataConfig
-from ldsr.data.splits import SplitChoice, filter_split, split_of
+from ldsr.data.splits import NO_RULES, SplitChoice, SplitRules, filter_split, load_split_rules, split_of
 
 if TYPE_CHECKING:
     from ldsr.data.degrade import DegradeConfig
@@ -101,23 +101,28 @@ class Source:
 
 
 def list_sources(
-    folders: list[str], split: SplitChoice, *, frames: Literal["middle", "all"] = "middle", nifti_axis: int = 2
+    folders: list[str],
+    split: SplitChoice,
+    *,
+    frames: Literal["middle", "all"] = "middle",
+    nifti_axis: int = 2,
+    rules: SplitRules = NO_RULES,
 ) -> list[Source]:
-    """Every image under `folders` (recursive), filtered by split, expanded to frames if asked."""
+    """Every image under `folders` (recursive), filtered by split (`rules`; none: all kept), frames if asked."""
     from ldsr.io import list_images, read_frames
 
     paths: list[Path] = []
     for folder in folders:
         paths.extend(list_images(folder))
-    paths = filter_split(sorted(dict.fromkeys(paths)), split)
+    paths = filter_split(sorted(dict.fromkeys(paths)), split, rules)
     out: list[Source] = []
     for p in paths:
-        if p.name.lower().endswith(MULTI_FRAME_SUFFIXES) and (frames == "all" or split_of(p, 0) is not None):
+        if p.name.lower().endswith(MULTI_FRAME_SUFFIXES) and (frames == "all" or split_of(p, 0, rules) is not None):
             # A volume whose split is decided per slice (Colin27) is checked frame by frame, also for "middle".
             n = len(read_frames(p, axis=nifti_axis))
             picked = range(n) if frames == "all" else [n // 2]
             for i in picked:
-                if split == "all" or split_of(p, i) in (None, split):
+                if split == "all" or split_of(p, i, rules) in (None, split):
                     out.append(Source(p, i) if frames == "all" and n > 1 else Source(p))
         else:
             out.append(Source(p))
@@ -268,7 +273,9 @@ class HRFolderDataset(_StreamDataset):
         return {"hr": _hwc_to_tensor(hr), "lr": _hwc_to_tensor(lr), "name": src.name}
 
 
-def list_pairs(folder: str | os.PathLike[str], split: SplitChoice) -> list[tuple[Path, Path]]:
+def list_pairs(
+    folder: str | os.PathLike[str], split: SplitChoice, rules: SplitRules = NO_RULES
+) -> list[tuple[Path, Path]]:
     """(hr, lr) file pairs of an `ldsr degrade` output folder, matched by relative path.
 
     The split is decided on each pair's original source path (from manifest.jsonl) when known, else on the
@@ -297,7 +304,8 @@ def list_pairs(folder: str | os.PathLike[str], split: SplitChoice) -> list[tuple
         pairs.append((hr, lr))
     if split == "all":
         return pairs
-    keep = set(filter_split([sources.get(f"hr/{h.relative_to(hr_dir).as_posix()}", str(h)) for h, _ in pairs], split))
+    originals = [sources.get(f"hr/{h.relative_to(hr_dir).as_posix()}", str(h)) for h, _ in pairs]
+    keep = set(filter_split(originals, split, rules))
     return [(h, lo) for h, lo in pairs if sources.get(f"hr/{h.relative_to(hr_dir).as_posix()}", str(h)) in keep]
 
 
@@ -389,7 +397,7 @@ def build_val_dataset(cfg: DataConfig, *, channels: int, scale: int, seed: int) 
         raise ValueError(f"data.hr_size {cfg.hr_size} must be a multiple of the scale {scale}")
     items: list[Item] = []
     if not cfg.val and cfg.paired:
-        pairs = list_pairs(cfg.paired, cfg.val_split)
+        pairs = list_pairs(cfg.paired, cfg.val_split, load_split_rules(cfg.split_rules))
         ds = (
             PairedDataset(pairs, channels=channels, scale=scale, hr_size=cfg.hr_size, seed=seed, cache=False)
             if pairs
@@ -404,7 +412,10 @@ def build_val_dataset(cfg: DataConfig, *, channels: int, scale: int, seed: int) 
             hr_c = hr[top * scale : (top + ls) * scale, left * scale : (left + ls) * scale]
             items.append({"hr": _hwc_to_tensor(hr_c), "lr": _hwc_to_tensor(lr_c), "name": name})
         return ValDataset(items) if items else None
-    sources = list_sources(cfg.val or cfg.train, cfg.val_split, frames=cfg.frames, nifti_axis=cfg.nifti_axis)
+    rules = load_split_rules(cfg.split_rules)
+    sources = list_sources(
+        cfg.val or cfg.train, cfg.val_split, frames=cfg.frames, nifti_axis=cfg.nifti_axis, rules=rules
+    )
     cache = _ImageCache(channels, False, 0, cfg.nifti_axis, cfg.resize)
     preset = (
         degrade_config(cfg.val_degradation)
@@ -431,13 +442,14 @@ def build_train_dataset(cfg: DataConfig, *, channels: int, scale: int, seed: int
         cache=cfg.cache, cache_max_mb=cfg.cache_max_mb,
     )  # fmt: skip
     if cfg.paired:
-        pairs = list_pairs(cfg.paired, cfg.split)
+        pairs = list_pairs(cfg.paired, cfg.split, load_split_rules(cfg.split_rules))
         if not pairs:
             raise ValueError(f"data.paired {cfg.paired}: no image pairs (split {cfg.split!r})")
         return PairedDataset(pairs, **common)  # type: ignore[arg-type]
     if not cfg.train:
         raise ValueError("data.train is empty: give at least one HR image folder (or data.paired)")
-    sources = list_sources(cfg.train, cfg.split, frames=cfg.frames, nifti_axis=cfg.nifti_axis)
+    rules = load_split_rules(cfg.split_rules)
+    sources = list_sources(cfg.train, cfg.split, frames=cfg.frames, nifti_axis=cfg.nifti_axis, rules=rules)
     if not sources:
         raise ValueError(f"no training images in {cfg.train} (split {cfg.split!r})")
     from ldsr.data.degrade import degrade_config
