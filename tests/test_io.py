@@ -448,10 +448,14 @@ def test_write_bit_depth_rules(tmp_path: Path) -> None:
     assert read_image(out)[1].bit_depth == 16 and out.read_bytes()[24:26] == bytes([16, 2])
 
 
-def test_write_clips_and_rounds_half_even(tmp_path: Path) -> None:
-    x = np.array([[-0.5, 0.5 / 255, 1.5 / 255, 2.0]], dtype=np.float64)
+def test_write_clips_and_rounds_half_away_from_zero(tmp_path: Path) -> None:
+    """Writers quantise by ldsr's one rule (ldsr.io.meta.to_grid, as MATLAB's im2uint8): ties go up."""
+    from ldsr.evaluation.metrics import quantize
+
+    x = np.array([[-0.5, 0.5 / 255, 1.5 / 255, 2.5 / 255, 2.0]], dtype=np.float64)
     got = raw_pil(write_image(tmp_path / "r.png", x))
-    np.testing.assert_array_equal(got, [[0, 0, 2, 255]])
+    np.testing.assert_array_equal(got, [[0, 1, 2, 3, 255]])
+    np.testing.assert_array_equal(quantize(x, 8), got)  # the metrics' grid is the writers'
 
 
 def test_write_errors(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ import os
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -31,6 +31,8 @@ from ldsr.evaluation.heatmap import (
 )  # re-exported: ARCHITECTURE lists it under ldsr.evaluation.metrics
 from ldsr.io import ImageError, ImageMeta, atomic_path, list_images, read_image
 from ldsr.io.batch import BatchResult, run_batch
+from ldsr.io.meta import quantize as quantize  # re-exported: the metrics' grid is the writers' (one rule)
+from ldsr.io.meta import to_grid
 
 # SSIM constants of Wang et al. 2004 (and MATLAB `ssim`, scikit-image with gaussian_weights=True).
 SSIM_WINDOW = 11
@@ -102,22 +104,6 @@ def rgb_to_y(img: np.ndarray, *, data_range: float) -> np.ndarray:
     # (H, W, 3) @ (3,) -> (H, W): the weighted sum in units of data_range, rescaled to 8-bit units' span.
     y = arr.astype(np.float64, copy=False) @ _Y_WEIGHTS_8BIT / 255.0 + _Y_OFFSET_8BIT * dr / 255.0
     return y[:, :, None]
-
-
-def quantize(img: np.ndarray, bit_depth: Literal[8, 16]) -> np.ndarray:
-    """[0, 1] floats -> the stored integer grid: uint8 (0..255) or uint16 (0..65535).
-
-    Rounds half away from zero like MATLAB's im2uint8 / im2uint16 (values are clipped to [0, 1] first),
-    which is how SR papers quantise the SR output before measuring it.
-    """
-    if bit_depth not in (8, 16):
-        raise ValueError(f"bit_depth must be 8 or 16, got {bit_depth!r}")
-    arr = np.asarray(img, dtype=np.float64)
-    if not np.all(np.isfinite(arr)):
-        raise ValueError("cannot quantise an image that contains NaN or infinite values")
-    peak = float(2**bit_depth - 1)
-    q = np.floor(np.clip(arr, 0.0, 1.0) * peak + 0.5)
-    return q.astype(np.uint8 if bit_depth == 8 else np.uint16)
 
 
 def _prepare(
@@ -484,11 +470,10 @@ def _is_full_scale(meta: ImageMeta) -> bool:
 
 
 def _on_grid(x: np.ndarray, grid: StoredGrid) -> np.ndarray:
-    # x in [0, 1] -> stored values; integer grids round half away from zero (as `quantize`).
-    v = np.clip(np.asarray(x, dtype=np.float64), 0.0, 1.0) * grid.span
+    # x in [0, 1] -> stored values lo + x * span; integer grids by ldsr's one quantisation rule (`to_grid`).
     if grid.integer:
-        v = np.floor(v + 0.5)
-    return v + grid.lo
+        return to_grid(x, grid.span) + grid.lo
+    return np.clip(np.asarray(x, dtype=np.float64), 0.0, 1.0) * grid.span + grid.lo
 
 
 def _pred_grid(pred_meta: ImageMeta, gt_meta: ImageMeta, pred_path: Path) -> StoredGrid:

@@ -147,7 +147,23 @@ def _float_to_unit(arr: np.ndarray, path: Path) -> tuple[np.ndarray, tuple[float
     return x.astype(np.float32), (lo, hi), (f"float values scaled from [{lo:.6g}, {hi:.6g}] to [0, 1]",)
 
 
-def _quantise(x: np.ndarray, bits: int) -> np.ndarray:
-    """[0, 1] -> unsigned integers rint(x * (2^bits - 1)) (round half to even)."""
-    n = 2**bits - 1
-    return np.rint(x * n).astype(np.uint8 if bits == 8 else np.uint16)
+def to_grid(x: np.ndarray, span: float) -> np.ndarray:
+    """The one quantisation rule of ldsr: [0, 1] -> whole numbers 0..span (float64).
+
+    x is clipped to [0, 1], then x * span is rounded half away from zero, floor(x * span + 0.5): the rule of
+    MATLAB's im2uint8 / im2uint16, with which SR papers store the SR output before measuring it. Every writer
+    and every metric grid goes through it (`quantize` for 8/16-bit files). A sample k read as k / span
+    (float32) comes back as k exactly (its error is far below 0.5 / span). NaN or inf: ValueError.
+    """
+    arr = np.asarray(x, dtype=np.float64)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("cannot quantise an image that contains NaN or infinite values")
+    return np.floor(np.clip(arr, 0.0, 1.0) * span + 0.5)
+
+
+def quantize(x: np.ndarray, bit_depth: Literal[8, 16]) -> np.ndarray:
+    """[0, 1] floats -> the samples of a `bit_depth`-bit file: uint8 (0..255) or uint16 (0..65535), by the
+    rule of `to_grid` (clip, then round half away from zero)."""
+    if bit_depth not in (8, 16):
+        raise ValueError(f"bit_depth must be 8 or 16, got {bit_depth!r}")
+    return to_grid(x, float(2**bit_depth - 1)).astype(np.uint8 if bit_depth == 8 else np.uint16)

@@ -10,7 +10,7 @@ import numpy as np
 import tifffile
 
 from ldsr.io.files import ImageError, _one_line
-from ldsr.io.meta import Frame, ImageMeta, _float_to_unit, _quantise, _unsigned_to_unit
+from ldsr.io.meta import Frame, ImageMeta, _float_to_unit, _unsigned_to_unit, quantize
 
 
 def _tiff_to_hwc_frames(arr: np.ndarray, axes: str, path: Path) -> tuple[np.ndarray, list[str]]:
@@ -77,6 +77,6 @@ def _write_tiff(tmp: Path, x: np.ndarray, bits: int, meta: ImageMeta | None) -> 
             data = x * (hi - lo) + lo  # back to the float source's own range
         data = data.astype(np.float32)
     else:
-        data = _quantise(x, bits)
+        data = quantize(x, 16 if bits == 16 else 8)  # bits is 8 or 16 here
     rgb = data.shape[2] == 3
     tifffile.imwrite(tmp, data if rgb else data[:, :, 0], photometric="rgb" if rgb else "minisblack")

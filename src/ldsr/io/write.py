@@ -12,7 +12,7 @@ import pydicom
 from ldsr.io.dicom import _derived_dataset
 from ldsr.io.files import atomic_path
 from ldsr.io.listing import suffix_of
-from ldsr.io.meta import OUTPUT_SUFFIXES, ImageFormat, ImageMeta, _quantise
+from ldsr.io.meta import OUTPUT_SUFFIXES, ImageFormat, ImageMeta, quantize
 from ldsr.io.pillow import _write_pil
 from ldsr.io.tiff import _write_tiff
 
@@ -65,7 +65,7 @@ def write_image(
       .jpg/.jpeg (8-bit, quality 95), .tif/.tiff (8/16-bit, or 32 = float32).
     - Bit depth: `bit_depth`, else `meta.bit_depth` (float sources give float32 TIFF in their original
       range, 16-bit PNG), else 16 for a uint16 array, else 8. Floats are clipped to [0, 1] and rounded
-      half to even onto 0..2^b - 1; uint8 / uint16 arrays are taken as k / (2^b - 1).
+      half away from zero onto 0..2^b - 1 (`ldsr.io.meta.quantize`); uint8 / uint16 arrays are k / (2^b - 1).
     - .dcm needs the `meta` of a DICOM source: the source is read again, its pixels replaced by this single
       frame stored as the source stores them (slope/intercept, MONOCHROME1 and BitsStored undone exactly),
       PixelSpacing divided by `scale` (the SR factor), a new SOP Instance UID, a Series UID derived from
@@ -105,5 +105,5 @@ def write_image(
         if fmt == "tiff":
             _write_tiff(tmp, x, bits, meta)
         else:
-            _write_pil(tmp, _quantise(x, bits), fmt)
+            _write_pil(tmp, quantize(x, 16 if bits == 16 else 8), fmt)  # png / jpeg: bits is 8 or 16
     return out
