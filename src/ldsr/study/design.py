@@ -17,7 +17,7 @@ import json
 import math
 import secrets
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -66,7 +66,8 @@ class Study:
     trials: dict[str, Trial]
     orders: tuple[tuple[str, ...], ...]  # per rater slot: trial ids in presentation order
     codes: tuple[str, ...]
-    doc: dict[str, Any]
+    doc: dict[str, Any]  # study.json as read
+    image_ids: frozenset[str] = frozenset()  # every reference and candidate id
 
     @property
     def n_raters(self) -> int:
@@ -74,7 +75,7 @@ class Study:
 
     def image_file(self, image_id: str) -> Path | None:
         """The file of an image id, or None for anything that is not one of this study's ids."""
-        if image_id not in self.doc["_image_ids"]:
+        if image_id not in self.image_ids:
             return None
         return self.root / IMAGES_DIR / f"{image_id}.png"
 
@@ -132,9 +133,13 @@ def _copy_png(src: Path, dst: Path, *, scale: int | None = None) -> tuple[int, i
     from ldsr.io.read import read_image
 
     img, _ = read_image(src)
-    if scale is not None and scale > 1:
-        h, w = img.shape[0] - img.shape[0] % scale, img.shape[1] - img.shape[1] % scale
-        img = img[:h, :w]
+    if scale is not None:
+        from ldsr.data.degrade import crop_to_multiple  # the crop `ldsr evaluate` applies to the GT
+
+        try:
+            img = crop_to_multiple(img, scale)
+        except ValueError as e:
+            raise StudyError(f"{src}: {e}") from e
     write_image(dst, _as_uint8(img), bit_depth=8)
     return int(img.shape[0]), int(img.shape[1])
 
@@ -315,6 +320,7 @@ def load_study(study_dir: Path) -> Study:
     except (KeyError, TypeError, ValueError) as e:
         raise StudyError(f"{path}: malformed ({type(e).__name__}: {e})") from e
     ids = [d["reference"] for d in images] + [t.candidate for t in trials.values()]
+    study = replace(study, image_ids=frozenset(ids))
     hexdigits = set("0123456789abcdef")
     _check(all(len(i) == ID_HEX and set(i) <= hexdigits for i in ids), path, "an image id is not 16 hex digits")
     _check(all(0 <= t.image < len(images) and t.method in study.methods for t in trials.values()), path,
@@ -322,5 +328,4 @@ def load_study(study_dir: Path) -> Study:
     _check(bool(orders) and all(set(o) <= set(trials) for o in orders), path, "an order names an unknown trial")
     for i in ids:
         _check((root / IMAGES_DIR / f"{i}.png").is_file(), root / IMAGES_DIR / f"{i}.png", "missing")
-    doc["_image_ids"] = frozenset(ids)
     return study
