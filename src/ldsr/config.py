@@ -24,7 +24,7 @@ import os
 import re
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
@@ -64,98 +64,145 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
     if tp is Any or tp is object:
         return value
     origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-
     if origin is Literal:
-        for a in args:
-            # `1 == True` in Python: compare types too so that `channels: true` is not accepted as 1.
-            if value == a and type(value) is type(a):
-                return a
-        raise ValueError(f"{_where(path)}: expected one of {list(args)}, got {value!r}")
-
-    if origin is Union or (hasattr(types, "UnionType") and isinstance(tp, types.UnionType)):
-        if value is None:
-            if type(None) in args:
-                return None
-            raise ValueError(f"{_where(path)}: must not be null (expected {_type_name(tp)})")
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _convert(a, value, path)
-            except ValueError as e:
-                errors.append(str(e))
-        raise ValueError(
-            errors[0] if len(errors) == 1 else f"{_where(path)}: {value!r} matches no type of {_type_name(tp)}"
-        )
-
+        return _convert_literal(tp, value, path)
+    if origin is Union or isinstance(tp, types.UnionType):
+        return _convert_union(tp, value, path)
     if value is None:
         raise ValueError(f"{_where(path)}: must not be null (expected {_type_name(tp)})")
-
     if origin in (list, Sequence) or tp is list:
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{_where(path)}: expected a list, got {value!r}")
-        item = args[0] if args else Any
-        return [_convert(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
-
+        return _convert_list(tp, value, path)
     if origin is tuple or tp is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{_where(path)}: expected a list, got {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(args[0], v, f"{path}[{i}]") for i, v in enumerate(value))
-        if args and len(args) != len(value):
-            raise ValueError(f"{_where(path)}: expected {len(args)} values, got {len(value)}: {value!r}")
-        if not args:
-            return tuple(value)
-        return tuple(_convert(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
-
+        return _convert_tuple(tp, value, path)
     if origin in (dict, Mapping) or tp is dict:
-        if not isinstance(value, dict):
-            raise ValueError(f"{_where(path)}: expected a mapping, got {value!r}")
-        kt, vt = args if args else (Any, Any)
-        return {_convert(kt, k, f"{path}.{k}"): _convert(vt, v, f"{path}.{k}") for k, v in value.items()}
-
+        return _convert_dict(tp, value, path)
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
-        if isinstance(value, tp):
-            return value
-        return from_dict(tp, value, path)
-
+        return value if isinstance(value, tp) else from_dict(tp, value, path)
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        try:
-            return tp(value)
-        except ValueError:
-            raise ValueError(f"{_where(path)}: expected one of {[m.value for m in tp]}, got {value!r}") from None
+        return _convert_enum(tp, value, path)
+    return _convert_scalar(tp, value, path)
 
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ValueError(f"{_where(path)}: expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ValueError(f"{_where(path)}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+
+def _convert_literal(tp: Any, value: Any, path: str) -> Any:
+    args = typing.get_args(tp)
+    for a in args:
+        # `1 == True` in Python: compare types too so that `channels: true` is not accepted as 1.
+        if value == a and type(value) is type(a):
+            return a
+    raise ValueError(f"{_where(path)}: expected one of {list(args)}, got {value!r}")
+
+
+def _convert_union(tp: Any, value: Any, path: str) -> Any:
+    """The first member type of an `X | Y | None` annotation that accepts the value (None only if allowed)."""
+    args = typing.get_args(tp)
+    if value is None:
+        if type(None) in args:
+            return None
+        raise ValueError(f"{_where(path)}: must not be null (expected {_type_name(tp)})")
+    errors = []
+    for a in args:
+        if a is type(None):
+            continue
+        try:
+            return _convert(a, value, path)
+        except ValueError as e:
+            errors.append(str(e))
+    raise ValueError(
+        errors[0] if len(errors) == 1 else f"{_where(path)}: {value!r} matches no type of {_type_name(tp)}"
+    )
+
+
+def _convert_list(tp: Any, value: Any, path: str) -> list[Any]:
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"{_where(path)}: expected a list, got {value!r}")
+    args = typing.get_args(tp)
+    item = args[0] if args else Any
+    return [_convert(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
+
+
+def _convert_tuple(tp: Any, value: Any, path: str) -> tuple[Any, ...]:
+    """`tuple[X, ...]` (any length), `tuple[X, Y]` (exactly those) or a bare `tuple`; YAML gives a list."""
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"{_where(path)}: expected a list, got {value!r}")
+    args = typing.get_args(tp)
+    if len(args) == 2 and args[1] is Ellipsis:
+        return tuple(_convert(args[0], v, f"{path}[{i}]") for i, v in enumerate(value))
+    if args and len(args) != len(value):
+        raise ValueError(f"{_where(path)}: expected {len(args)} values, got {len(value)}: {value!r}")
+    if not args:
+        return tuple(value)
+    return tuple(_convert(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+
+
+def _convert_dict(tp: Any, value: Any, path: str) -> dict[Any, Any]:
+    if not isinstance(value, dict):
+        raise ValueError(f"{_where(path)}: expected a mapping, got {value!r}")
+    args = typing.get_args(tp)
+    kt, vt = args if args else (Any, Any)
+    return {_convert(kt, k, f"{path}.{k}"): _convert(vt, v, f"{path}.{k}") for k, v in value.items()}
+
+
+def _convert_enum(tp: type[enum.Enum], value: Any, path: str) -> enum.Enum:
+    try:
+        return tp(value)
+    except ValueError:
+        raise ValueError(f"{_where(path)}: expected one of {[m.value for m in tp]}, got {value!r}") from None
+
+
+def _to_bool(value: Any, path: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise ValueError(f"{_where(path)}: expected true or false, got {value!r}")
+
+
+def _to_int(value: Any, path: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise ValueError(f"{_where(path)}: expected an integer, got {value!r}")
+
+
+def _to_float(value: Any, path: str) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    # YAML 1.1 reads `1e-4` (no dot) as a string.
+    if isinstance(value, str):
+        try:
             return float(value)
-        # YAML 1.1 reads `1e-4` (no dot) as a string.
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ValueError(f"{_where(path)}: expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise ValueError(f"{_where(path)}: expected a string, got {value!r}")
-    if tp is Path:
-        if isinstance(value, (str, os.PathLike)):
-            return Path(value)
-        raise ValueError(f"{_where(path)}: expected a path, got {value!r}")
+        except ValueError:
+            pass
+    raise ValueError(f"{_where(path)}: expected a number, got {value!r}")
+
+
+def _to_str(value: Any, path: str) -> str:
+    if isinstance(value, str):
+        return value
+    raise ValueError(f"{_where(path)}: expected a string, got {value!r}")
+
+
+def _to_path(value: Any, path: str) -> Path:
+    if isinstance(value, (str, os.PathLike)):
+        return Path(value)
+    raise ValueError(f"{_where(path)}: expected a path, got {value!r}")
+
+
+# scalar annotation -> its checker / converter (bool is not an int here, and an int is not a bool)
+_SCALARS: dict[type, Callable[[Any, str], Any]] = {
+    bool: _to_bool,
+    int: _to_int,
+    float: _to_float,
+    str: _to_str,
+    Path: _to_path,
+}
+
+
+def _convert_scalar(tp: Any, value: Any, path: str) -> Any:
+    """bool / int / float / str / Path by their rules, any other class by isinstance."""
     if isinstance(tp, type):
+        convert = _SCALARS.get(tp)
+        if convert is not None:
+            return convert(value, path)
         if isinstance(value, tp):
             return value
         raise ValueError(f"{_where(path)}: expected {_type_name(tp)}, got {value!r}")
@@ -284,7 +331,7 @@ class RunConfig:
                 continue
             cls = section_class(name)
             if not isinstance(value, cls):
-                section = from_dict(cls, value, name)
+                section: Any = from_dict(cls, value, name)
                 check = getattr(section, "validate", None)
                 if callable(check):  # e.g. SRConfig.validate(): choices checked at load time, not at build time
                     check()
