@@ -355,10 +355,11 @@ def test_cli_create_and_results(tmp_path: Path) -> None:
     report = make_report(tmp_path)
     runner = CliRunner()
     r = runner.invoke(app, ["study", "create", str(report), "--out", str(tmp_path / "s"), "--images", "2",
-                            "--raters", "3", "--seed", "5"])  # fmt: skip
+                            "--raters", "3", "--seed", "5", "--methods", "sharpnet,bicubic"])  # fmt: skip
     assert r.exit_code == 0, r.output
     study = load_study(tmp_path / "s")
     assert len(study.images) == 2 and all(code in r.output for code in study.codes)
+    assert study.methods == ("sharpnet", "bicubic")
     r = runner.invoke(app, ["study", "results", str(tmp_path / "s"), "--boot", "50"])
     assert r.exit_code == 0 and "| bicubic | 0 |" in r.output and (tmp_path / "s" / "results" / "results.png").is_file()
     r = runner.invoke(app, ["study", "create", str(tmp_path / "missing"), "--out", str(tmp_path / "t")])

@@ -25,31 +25,35 @@ def _fail(e: Exception) -> typer.Exit:
 def create(
     report: Path = typer.Argument(
         ..., help="Output folder of `ldsr evaluate` (results.csv, summary.json, sr/).", show_default=False
-    ),  # fmt: skip
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="New (or empty) study folder.", show_default=False),
     images: Optional[int] = typer.Option(
         None, "--images", min=1, help="Images drawn at random.", show_default="all images with every method's output"
-    ),  # fmt: skip
+    ),
     methods: Optional[list[str]] = typer.Option(
-        None, "--methods", help="Methods to rate (repeat the option).", show_default="every method of the report"
-    ),  # fmt: skip
+        None,
+        "--methods",
+        help="Methods to rate: a,b or the option repeated.",
+        show_default="every method of the report",
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of the image draw and of every rater's order."),
     raters: int = typer.Option(20, "--raters", min=1, help="Rater places: one order and one invitation code each."),
     repeats: Optional[int] = typer.Option(
         None, "--repeats", min=0, help="Trials shown twice to each rater.", show_default="10 % of the trials"
-    ),  # fmt: skip
+    ),
     gt: Optional[Path] = typer.Option(
         None,
         "--gt",
         help="Ground-truth folder, if moved since the evaluation.",
         show_default="the report's provenance gt_dir",
-    ),  # fmt: skip
+    ),
 ) -> None:
     """Pick images and methods from an evaluate report, hide them behind opaque ids, randomise every order."""
     from ldsr.study import create_study
 
+    chosen = [m.strip() for item in methods or [] for m in item.split(",") if m.strip()] or None
     try:
-        study = create_study(report, out, n_images=images, seed=seed, methods=methods, raters=raters,
+        study = create_study(report, out, n_images=images, seed=seed, methods=chosen, raters=raters,
                              repeats=repeats, gt_dir=gt)  # fmt: skip
     except ValueError as e:
         raise _fail(e) from e
