@@ -105,11 +105,18 @@ def blur(x: torch.Tensor, kernel: torch.Tensor | np.ndarray) -> torch.Tensor:
         raise ValueError(f"blur kernel must be (kh, kw) or (N, kh, kw) with odd sides, got {tuple(k.shape)}")
     n, c, h, w = x.shape
     r0, r1 = k.shape[1] // 2, k.shape[2] // 2
-    xp = x[:, :, _mirror(h, r0, r0, x.device)][:, :, :, _mirror(w, r1, r1, x.device)]
-    # One group per (sample, channel): weight (N*C, 1, kh, kw); conv2d correlates, so flip for a convolution.
-    weight = k.flip(-1, -2).repeat_interleave(c, dim=0)[:, None]
-    y = F.conv2d(xp.reshape(1, n * c, h + 2 * r0, w + 2 * r1), weight, groups=n * c)
-    return y.reshape(n, c, h, w).clamp(0.0, 1.0)
+    xp = x[:, :, _mirror(h, r0, r0, x.device)][:, :, :, _mirror(w, r1, r1, x.device)]  # (N, C, H+2r0, W+2r1)
+    if k.shape[1] * k.shape[2] > 49:
+        # Large kernels by FFT (as the numpy reference): the circular convolution of the padded image with
+        # the kernel at the origin equals the linear one at output indices >= 2r (no wrap-around there).
+        size = xp.shape[-2:]
+        spec = torch.fft.rfft2(xp, s=size) * torch.fft.rfft2(k, s=size)[:, None]
+        y = torch.fft.irfft2(spec, s=size)[:, :, 2 * r0 :, 2 * r1 :]
+    else:
+        # One group per (sample, channel): weight (N*C, 1, kh, kw); conv2d correlates, so flip the kernel.
+        weight = k.flip(-1, -2).repeat_interleave(c, dim=0)[:, None]
+        y = F.conv2d(xp.reshape(1, n * c, h + 2 * r0, w + 2 * r1), weight, groups=n * c).reshape(n, c, h, w)
+    return y.clamp(0.0, 1.0)
 
 
 def _resize_matrix(n_in: int, n_out: int, kernel: Kernel, device: torch.device) -> torch.Tensor:
@@ -189,11 +196,14 @@ def _dct_quantise(plane: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     """(N, H, W) samples 0..255 (H, W multiples of 8) -> level shift, DCT, round(F / Q) Q, IDCT, +128."""
     n, h, w = plane.shape
     d = _dct_matrix(plane.device)
-    b = (plane - 128.0).reshape(n, h // 8, 8, w // 8, 8).permute(0, 1, 3, 2, 4)  # (N, H/8, W/8, 8, 8)
-    coef = d @ b @ d.T
-    q = table.reshape(n, 1, 1, 8, 8)
-    rec = d.T @ (torch.round(coef / q) * q) @ d
-    return rec.permute(0, 1, 3, 2, 4).reshape(n, h, w) + 128.0
+    # The 2-D DCT of a block b is D b D^T; on the flattened block (64,) it is one product with kron(D, D),
+    # so all blocks of the batch go through a single (M, 64) x (64, 64) matrix product.
+    k = torch.kron(d, d)  # (64, 64), orthonormal: its inverse is its transpose
+    b = (plane - 128.0).reshape(n, h // 8, 8, w // 8, 8).permute(0, 1, 3, 2, 4).reshape(n, -1, 64)
+    coef = b @ k.T  # (N, blocks, 64)
+    q = table.reshape(n, 1, 64)
+    rec = (torch.round(coef / q) * q) @ k
+    return rec.reshape(n, h // 8, w // 8, 8, 8).permute(0, 1, 3, 2, 4).reshape(n, h, w) + 128.0
 
 
 def _pad_to(x: torch.Tensor, mult: int) -> torch.Tensor:

@@ -616,6 +616,12 @@ def _measure_pair(
     }
 
 
+def _check_folders(*folders: tuple[str, str | os.PathLike[str] | None]) -> None:
+    for what, root in folders:
+        if root is not None and not Path(root).is_dir():
+            raise ValueError(f"{what} folder {root} does not exist or is not a folder")
+
+
 def metrics_folder(
     pred_dir: str | os.PathLike[str],
     gt_dir: str | os.PathLike[str],
@@ -637,19 +643,13 @@ def metrics_folder(
     one folder, is a per-file failure. Writes `metrics.csv` and `metrics.json` (with provenance) to `out_dir`
     (nothing when it is None) and, if `ssim_map_dir` is given, one SSIM heat-map PNG per image.
 
-    `std_dir` holds the predicted per-pixel std of each output as `ldsr upscale --std-map` writes it
-    (`<stem>_std.png`, std of [0, 1] images stretched x2); it adds the `calibration` column.
+    `std_dir`: predicted std maps as `ldsr upscale --std-map` writes them (`<stem>_std.png`, 2 x std); calibration.
     """
     if data_range is not None:
         _check_data_range(data_range)
     _check_border(crop_border)
     pred_root, gt_root = Path(pred_dir), Path(gt_dir)
-    roots = [("prediction", pred_root), ("ground-truth", gt_root)]
-    if std_dir is not None:
-        roots.append(("std-map", Path(std_dir)))
-    for what, root in roots:
-        if not root.is_dir():
-            raise ValueError(f"{what} folder {root} does not exist or is not a folder")
+    _check_folders(("prediction", pred_root), ("ground-truth", gt_root), ("std-map", std_dir))
     preds, gts = _relative_stems(pred_root), _relative_stems(gt_root)
 
     def measure(stem: str) -> ImageScore:
