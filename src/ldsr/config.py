@@ -36,13 +36,14 @@ from ldsr.training.config import TrainConfig
 
 T = TypeVar("T")
 
-Task = Literal["autoencoder", "sr", "baseline"]
+Task = Literal["autoencoder", "sr", "baseline", "generate"]
 
 # task / section name -> (module, config class); the section a task trains has the task's name.
 SECTIONS: dict[str, tuple[str, str]] = {
     "autoencoder": ("ldsr.models.autoencoder", "AutoencoderConfig"),
     "sr": ("ldsr.models.sr", "SRConfig"),
     "baseline": ("ldsr.models.baselines", "BaselineConfig"),
+    "generate": ("ldsr.models.generation", "GenerationConfig"),
 }
 SCALES = (2, 3, 4, 8)
 
@@ -317,6 +318,7 @@ class RunConfig:
     autoencoder: Any = None
     sr: Any = None
     baseline: Any = None
+    generate: Any = None
 
     def __post_init__(self) -> None:
         if self.scale not in SCALES:
@@ -442,7 +444,8 @@ def _resolve_input_paths(d: dict[str, Any], base: Path) -> None:
                 data[key] = [_resolve_path(p, base) if isinstance(p, str) else p for p in data[key]]
         if isinstance(data.get("paired"), str):
             data["paired"] = _resolve_path(data["paired"], base)
-    inputs = (("sr", "autoencoder"), ("sr", "init_from"), ("baseline", "init_from"), ("baseline", "vgg_weights"))
+    inputs = (("sr", "autoencoder"), ("sr", "init_from"), ("baseline", "init_from"), ("baseline", "vgg_weights"),
+              ("generate", "autoencoder"))  # fmt: skip
     for section, key in inputs:
         sec = d.get(section)
         if isinstance(sec, dict) and isinstance(sec.get(key), str):

@@ -1,4 +1,4 @@
-"""`ldsr train autoencoder|sr|baseline -c CONFIG [--resume] [--dry-run] [KEY=VALUE ...]`."""
+"""`ldsr train autoencoder|sr|baseline|generate -c CONFIG [--resume] [--dry-run] [KEY=VALUE ...]`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import typer
 
 from ldsr.cli.common import Precision, fail
 
-TaskName = Literal["autoencoder", "sr", "baseline"]
+TaskName = Literal["autoencoder", "sr", "baseline", "generate"]
 
 train_app = typer.Typer(
     name="train",
@@ -93,11 +93,12 @@ def _command(task: TaskName) -> Callable[..., None]:
         "autoencoder": "Train a VAE / VQ-VAE (task: autoencoder); stores the measured latent scale.",
         "sr": "Train a diffusion SR model (task: sr): latent (on a trained autoencoder) or pixel space.",
         "baseline": "Train an SRCNN / FSRCNN / ESRGAN baseline (task: baseline).",
+        "generate": "Train an unconditional generator (task: generate): latent / pixel DDPM or a DCGAN.",
     }[task]
     return command
 
 
-TASKS: tuple[TaskName, ...] = ("autoencoder", "sr", "baseline")
+TASKS: tuple[TaskName, ...] = ("autoencoder", "sr", "baseline", "generate")
 for _task in TASKS:
     train_app.command(_task)(_command(_task))
 

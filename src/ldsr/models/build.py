@@ -92,8 +92,31 @@ def _sr(cfg: RunConfig, state: Mapping[str, torch.Tensor] | None) -> nn.Module:
     return model
 
 
+def _generate(cfg: RunConfig, state: Mapping[str, torch.Tensor] | None) -> nn.Module:
+    from ldsr.models.generation import build_model as build_gen
+    from ldsr.models.generation import load_autoencoder as load_gen_autoencoder
+    from ldsr.models.generation import strip_discriminator
+
+    ae: nn.Module | None = None
+    if cfg.generate.model == "latent":
+        if state is None:  # training: the frozen autoencoder of generate.autoencoder (an AE or latent checkpoint)
+            if not cfg.generate.autoencoder:
+                raise ValueError("generate.autoencoder: the latent model needs a trained autoencoder checkpoint")
+            ae = load_gen_autoencoder(cfg.generate.autoencoder, cfg.channels)
+        else:  # a checkpoint: its weights hold the autoencoder's, its config the architecture
+            from ldsr.models.autoencoder import build_model as build_ae
+
+            if cfg.autoencoder is None:
+                raise ValueError("latent generation checkpoint has no 'autoencoder' config section to rebuild it from")
+            ae = strip_discriminator(build_ae(cfg.autoencoder, cfg.channels))
+    model = build_gen(cfg.generate, cfg.channels, cfg.data.hr_size, autoencoder=ae)
+    if state is not None:
+        model.load_state_dict(state)
+    return model
+
+
 def build_model(cfg: RunConfig, state: Mapping[str, torch.Tensor] | None = None) -> nn.Module:
-    """The network of `cfg.task` ("autoencoder", "sr" or "baseline"), through its module's `build_model`.
+    """The network of `cfg.task` ("autoencoder", "sr", "baseline" or "generate"), through its module's `build_model`.
 
     Without `state` (training): a fresh network; latent SR loads its frozen autoencoder from the
     `sr.autoencoder` checkpoint, and `init_from` starts the UNet (sr) or the generator (baseline) from a
@@ -113,4 +136,6 @@ def build_model(cfg: RunConfig, state: Mapping[str, torch.Tensor] | None = None)
         return _baseline(cfg, state)
     if cfg.task == "sr":
         return _sr(cfg, state)
+    if cfg.task == "generate":
+        return _generate(cfg, state)
     raise ValueError(f"unknown task {cfg.task!r}")

@@ -214,10 +214,15 @@ def _checkpoint_configs(cfg: RunConfig, net: nn.Module, built: bool) -> tuple[di
     config_of = getattr(net, "config_dict", None)
     model_config = config_of() if callable(config_of) else None
     extra_meta: dict[str, Any] = {}
-    if built and cfg.task == "sr" and getattr(cfg.sr, "space", None) == "latent" and cfg.sr.autoencoder:
-        # The autoencoder's weights are inside the SR model's state; its config (as the run's `autoencoder`
-        # section, which ldsr.pipeline rebuilds it from) makes the checkpoint self-contained.
-        ae_run = ck.read_config(cfg.sr.autoencoder)
+    ae_path = None
+    if cfg.task == "sr" and getattr(cfg.sr, "space", None) == "latent":
+        ae_path = cfg.sr.autoencoder
+    elif cfg.task == "generate" and cfg.generate.model == "latent":  # an AE, latent SR or generation checkpoint
+        ae_path = cfg.generate.autoencoder
+    if built and ae_path:
+        # The autoencoder's weights are inside the SR / generation model's state; its config (as the run's
+        # `autoencoder` section, which ldsr.pipeline rebuilds it from) makes the checkpoint self-contained.
+        ae_run = ck.read_config(ae_path)
         extra_meta["autoencoder_config"] = ae_run
         config_dict["autoencoder"] = ae_run["autoencoder"]
     return config_dict, model_config, extra_meta
