@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
@@ -32,6 +33,43 @@ class Outer:
     items: list[str] = field(default_factory=list)
     pair: tuple[float, float] = (1.0, 2.0)
     inner: Inner = field(default_factory=Inner)
+
+
+class Color(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+@dataclass
+class Kinds:
+    """One field per annotation kind `ldsr.config._convert` dispatches on."""
+
+    either: int | str = 0
+    maybe: float | None = None
+    many: tuple[int, ...] = ()
+    table: dict[str, int] = field(default_factory=dict)
+    color: Color = Color.RED
+    where: Path = Path(".")
+
+
+def test_every_annotation_kind_converts_and_names_the_key() -> None:
+    k = from_dict(Kinds, {"either": "s", "maybe": 2, "many": [1, 2.0, 3], "table": {"a": 1}, "color": "blue",
+                          "where": "x/y"})  # fmt: skip
+    assert (k.either, k.maybe, k.many, k.table, k.color, k.where) == ("s", 2.0, (1, 2, 3), {"a": 1}, Color.BLUE,
+                                                                      Path("x/y"))  # fmt: skip
+    assert isinstance(k.maybe, float) and from_dict(Kinds, {"either": 5}).either == 5
+    for d, msg in [
+        ({"either": [1]}, "'either': [1] matches no type of int | str"),
+        ({"maybe": "fast"}, "'maybe': expected a number"),
+        ({"many": [1, "x"]}, "'many[1]': expected an integer"),
+        ({"table": {"a": "b"}}, "'table.a': expected an integer"),
+        ({"color": "green"}, "'color': expected one of ['red', 'blue']"),
+        ({"where": 3}, "'where': expected a path"),
+        ({"many": None}, "'many': must not be null"),
+    ]:
+        with pytest.raises(ValueError) as e:
+            from_dict(Kinds, d)
+        assert msg in str(e.value), (d, str(e.value))
 
 
 def write(tmp: Path, name: str, data: dict | str) -> Path:
