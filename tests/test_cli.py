@@ -14,6 +14,8 @@ from typer.testing import CliRunner
 from ldsr import __version__
 from ldsr.cli import app
 
+FIX = Path(__file__).resolve().parents[1] / "fixtures"
+
 
 def _commands() -> dict[str, Any]:
     """Every leaf command of the app by its full name ('upscale', 'train sr', 'bench speed', ...)."""
@@ -78,3 +80,16 @@ def test_help_imports_no_torch() -> None:
     code = "import sys; from ldsr.cli import app; import ldsr.cli.upscale_plan; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_degrade_takes_i_o_and_the_old_positional_folders(tmp_path: Path) -> None:
+    from ldsr.io import read_image, write_image
+
+    src = tmp_path / "hr"
+    write_image(src / "a.png", read_image(FIX / "mri" / "colin27_z141.png")[0][:64, :64])
+    new = CliRunner().invoke(app, ["degrade", "-i", str(src), "-o", str(tmp_path / "n"), "--preset", "bicubic"])
+    old = CliRunner().invoke(app, ["degrade", str(src), str(tmp_path / "p"), "--preset", "bicubic"])
+    assert new.exit_code == 0 and old.exit_code == 0, new.output + old.output
+    assert (tmp_path / "n" / "lr" / "a.png").read_bytes() == (tmp_path / "p" / "lr" / "a.png").read_bytes()
+    both = CliRunner().invoke(app, ["degrade", str(src), str(tmp_path / "p"), "-i", str(src)])
+    assert both.exit_code == 2 and both.output.count("error:") == 1

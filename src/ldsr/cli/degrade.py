@@ -45,8 +45,15 @@ def _weights(text: str | None) -> dict[str, float] | None:
 
 
 def degrade_command(
-    input: Path = typer.Argument(..., help="Folder of HR images (searched recursively)."),
-    output: Path = typer.Argument(..., help="Output folder: hr/, lr/ and manifest.jsonl."),
+    input: Optional[Path] = typer.Option(
+        None, "-i", "--input", help="Folder of HR images (searched recursively).", show_default=False
+    ),
+    output: Optional[Path] = typer.Option(
+        None, "-o", "--output", help="Output folder: hr/, lr/ and manifest.jsonl.", show_default=False
+    ),
+    folders: Optional[list[Path]] = typer.Argument(
+        None, metavar="[INPUT OUTPUT]", help="The older spelling: the two folders as arguments.", show_default=False
+    ),
     scale: int = typer.Option(4, "--scale", callback=_scale, help="Down-sampling factor: 2, 3, 4 or 8."),
     preset: Preset = typer.Option(Preset.bsrgan, "--preset", help="Degradation model."),
     seed: int = typer.Option(0, "--seed", help="Base seed; each file's randomness depends on (seed, name)."),
@@ -65,13 +72,21 @@ def degrade_command(
         "(kspace is drawn for 1-channel images only).",
     ),
 ) -> None:
-    """Degrade every image of INPUT into a paired HR/LR folder OUTPUT (bit depth and channels kept).
+    """Degrade every image of -i INPUT into a paired HR/LR folder -o OUTPUT (bit depth and channels kept).
 
     kspace (MRI acquisition: central k-space, window, partial Fourier, Rician noise) needs 1-channel images;
     blind draws one preset per image and records the choice in manifest.jsonl.
     """
     from ldsr.data.degrade import degrade_folder
 
+    if folders:  # `ldsr degrade IN OUT`, kept working beside -i/-o (one vocabulary: ldsr.cli.common)
+        if len(folders) != 2 or input is not None or output is not None:
+            typer.echo("error: give the folders as -i INPUT -o OUTPUT (or as the two arguments INPUT OUTPUT)", err=True)
+            raise typer.Exit(2)
+        input, output = folders
+    if input is None or output is None:
+        typer.echo("error: give -i INPUT (HR folder) and -o OUTPUT (paired folder)", err=True)
+        raise typer.Exit(2)
     mixture = _weights(weights)
     try:
         result = degrade_folder(
