@@ -41,7 +41,7 @@ def _register() -> None:
     # dependency cannot take the whole CLI down.
     import importlib
 
-    for mod_name in ("degrade", "metrics", "bench", "train", "upscale", "evaluate", "study"):
+    for mod_name in ("degrade", "metrics", "bench", "train", "upscale", "evaluate", "study", "generate", "colorize"):
         try:
             mod = importlib.import_module(f"ldsr.cli.{mod_name}")
         except ModuleNotFoundError as e:
