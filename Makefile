@@ -17,8 +17,8 @@ demo: $(STAMP)
 	$(BIN)/python -m ldsr.cli.demo --out demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests scripts
-	$(BIN)/ruff format --check src tests scripts
+	$(BIN)/ruff check src tests scripts experiments
+	$(BIN)/ruff format --check src tests scripts experiments
 
 test: lint
 	$(BIN)/python -m pytest -n 2 tests
