@@ -80,7 +80,7 @@ def test_seeded_samples_and_uncertainty(runs: dict[str, Path]) -> None:
     assert many.std.max() > 0  # eta = 1: stochastic draws differ
     np.testing.assert_allclose(many.image, np.median(many.samples, axis=0), atol=1e-6)
     up.default_samples = 2  # a model's sr.samples: the draws averaged when the caller does not say
-    avg = up.upscale(_lr(), sampler="ddim", steps=2, eta=1.0, seed=0)
+    avg = up.upscale(_lr(), sampler="ddim", steps=2, eta=1.0, seed=0, std=True)  # std: every draw decoded
     assert avg.samples.shape == (2, 52, 40, 1)
     np.testing.assert_allclose(avg.image, avg.samples.mean(axis=0), atol=1e-6)
     assert up.upscale(_lr(), sampler="ddim", steps=2, samples=1).samples is None  # an explicit value wins

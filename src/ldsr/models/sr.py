@@ -14,17 +14,18 @@ Both follow the Model protocol of docs/ARCHITECTURE.md (`training_loss`, `predic
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol, get_args
+from typing import Any, Literal, Protocol, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ldsr.diffusion.objective import LOSSES, PREDICTIONS, LossName, Prediction, diffusion_loss
-from ldsr.diffusion.sampling import SAMPLERS, SamplerName, sample
+from ldsr.diffusion.sampling import DEFAULT_MIN_LOG_SNR, SAMPLERS, SamplerName, sample, truncate_betas
 from ldsr.diffusion.schedules import ScheduleName, alphas_cumprod, betas_for
-from ldsr.models.tiling import decode_tiled
+from ldsr.models.tiling import decode_tiled, tiled_net
 from ldsr.models.unets import UNET_DOWNSAMPLING, UNET_PRESETS
 
 Space = Literal["latent", "pixel"]
@@ -49,6 +50,8 @@ class SRConfig:
     # Draws averaged into one SR image by default (`ldsr upscale`, `ldsr evaluate`): their mean estimates the
     # posterior mean E[x | LR], which trades the sampled detail for PSNR (the perception-distortion trade-off).
     samples: int = 1
+    # `sharp` output mode: one posterior draw with this many sampler steps (10 until chosen on validation).
+    sharp_steps: int = 10
     residual: bool = False  # diffuse target - base, base = bicubic(LR) (pixel) or z(bicubic(LR)) (latent)
     residual_scale: float = 1.0  # multiplies the residual so its std is ~1 (measure it: scripts/residual_std.py)
     init_from: str | None = None  # training starts the UNet from this SR checkpoint's EMA weights (fine-tuning)
@@ -70,6 +73,8 @@ class SRConfig:
             raise ValueError(f"sr.steps must be >= 1, got {self.steps}")
         if self.samples < 1:
             raise ValueError(f"sr.samples must be >= 1, got {self.samples}")
+        if self.sharp_steps < 1:
+            raise ValueError(f"sr.sharp_steps must be >= 1, got {self.sharp_steps}")
         if not self.residual_scale > 0:
             raise ValueError(f"sr.residual_scale must be > 0, got {self.residual_scale}")
 
@@ -104,13 +109,16 @@ class _DiffusionSR(nn.Module):
     """Shared machinery: the denoiser `unet`, the betas buffer, the objective and the sampler calls."""
 
     clip_denoised: bool
+    betas: torch.Tensor  # (T,) float64 buffer
+    alphas_cumprod: torch.Tensor  # (T,) float32 buffer
 
     def __init__(self, cfg: SRConfig, unet: nn.Module, channels: int, scale: int) -> None:
         super().__init__()
         self.cfg = cfg
         self.channels = channels
         self.scale = scale
-        self.unet = unet
+        # diffusers' UNet2DModel (its forward returns an output object with `.sample`)
+        self.unet: Any = unet
         betas = betas_for(cfg.schedule, cfg.timesteps)  # (T,) float64
         # Recomputed from the config, so not stored in checkpoints (persistent=False).
         self.register_buffer("betas", betas, persistent=False)
@@ -177,6 +185,79 @@ class _DiffusionSR(nn.Module):
         """SR of batch["lr"] with the configured fast sampler and a fixed seed: (N, C, H, W) in [-1, 1]."""
         return self.upscale(batch["lr"], generator=torch.Generator().manual_seed(VALIDATION_SEED))[0]
 
+    def nfe(self, sampler: SamplerName | None = None, steps: int | None = None) -> int:
+        """Network evaluations of one chain: every (truncated) step for ddpm, else min(steps, truncated T)."""
+        sampler = self.cfg.sampler if sampler is None else sampler
+        steps = self.cfg.steps if steps is None else steps
+        n = len(truncate_betas(self.betas, DEFAULT_MIN_LOG_SNR))
+        return n if sampler == "ddpm" else min(steps, n)
+
+    @torch.no_grad()
+    def sample_grid(
+        self,
+        lr: torch.Tensor,
+        *,
+        sampler: SamplerName | None = None,
+        steps: int | None = None,
+        eta: float | None = None,
+        generator: torch.Generator | None = None,
+        samples: int = 1,
+        tile: int = 0,
+        tile_overlap: int = 0,
+        batch: int = 8,
+        on_tiles: Callable[[int], None] | None = None,
+    ) -> torch.Tensor:
+        """`samples` draws on the denoiser grid (latent or pixel), base added: (samples, N, C_x, H_x, W_x).
+
+        All draws run as one batch through one chain (x_T of the draws drawn together from `generator`). `tile` > 0:
+        at every step the denoiser runs on overlapping tile x tile windows of the grid (`tile_overlap` shared), at
+        most `batch` windows (or whole-grid draws) per network call, blended with smooth weights
+        (ldsr.models.tiling.tiled_net); the memory of the network is that of `batch` tiles. `on_tiles(k)` is told
+        after every network call of k windows.
+        """
+        if lr.ndim != 4 or lr.shape[1] != self.channels:
+            raise ValueError(f"lr must be (N, {self.channels}, h, w), got {tuple(lr.shape)}")
+        if samples < 1:
+            raise ValueError(f"samples must be >= 1, got {samples}")
+        if tile < 0 or tile_overlap < 0 or (tile and tile_overlap >= tile):
+            raise ValueError(f"need tile >= 0 and 0 <= tile_overlap < tile, got {tile}, {tile_overlap}")
+        shape = self._target_shape(lr)  # (N, C_x, H_x, W_x): latent or pixel grid
+        self._check_grid(shape[-2:])
+        size = (shape[-2], shape[-1])
+        n = shape[0]
+        cond = self._condition(lr, size)
+        base = self._base(lr, size) if self.cfg.residual else None
+        if base is not None:
+            cond = self._residual_condition(cond, base)
+        clip = self.clip_denoised and base is None  # a residual is not bounded to [-1, 1]
+        d = UNET_DOWNSAMPLING.get(self.cfg.unet, 1)
+        # The whole grid is one window when untiled; tiles are multiples of the UNet's downsampling.
+        win = max(d, tile - tile % d) if tile else max(size)
+        net = tiled_net(self.net, tile=win, overlap=min(tile_overlap, win - 1), batch=batch, on_call=on_tiles)
+        cond_s = cond.repeat(samples, *([1] * (cond.ndim - 1)))  # (S N, C_cond, H_x, W_x), draw-major
+        x0 = sample(
+            net,
+            cond_s,
+            (samples * n, *shape[1:]),
+            betas=self.betas,
+            sampler=self.cfg.sampler if sampler is None else sampler,
+            steps=self.cfg.steps if steps is None else steps,
+            eta=self.cfg.eta if eta is None else eta,
+            prediction=self.cfg.prediction,
+            clip_denoised=clip,
+            generator=generator,
+        ).reshape(samples, n, *shape[1:])
+        if base is not None:
+            x0 = base[None] + x0 / self.cfg.residual_scale
+        return x0  # (S, N, C_x, H_x, W_x)
+
+    @torch.no_grad()
+    def to_image(self, x0: torch.Tensor, decode_tile: int = 0) -> torch.Tensor:
+        """Denoiser grid (N, C_x, H_x, W_x) -> image (N, C, H, W) in [-1, 1] (latent models decode)."""
+        if decode_tile < 0:
+            raise ValueError(f"decode_tile must be >= 0 latent positions (0: the whole latent), got {decode_tile}")
+        return self._to_image(x0, decode_tile).clamp(-1.0, 1.0)
+
     @torch.no_grad()
     def upscale(
         self,
@@ -189,48 +270,23 @@ class _DiffusionSR(nn.Module):
         samples: int = 1,
         progress: bool = False,
         decode_tile: int = 0,
+        tile: int = 0,
+        tile_overlap: int = 0,
+        batch: int = 8,
     ) -> torch.Tensor:
         """`samples` SR draws of lr (N, C, h, w) in [-1, 1] -> (samples, N, C, h*scale, w*scale) in [-1, 1].
 
-        Draws are sequential (draw k starts from the generator state after draw k-1), so memory stays that of one.
-        `sampler`, `steps`, `eta` default to the config's. `decode_tile` > 0 decodes a latent in tiles of that
-        many latent positions (plus DECODE_HALO of context, image-wide GroupNorm statistics; ldsr.models.tiling),
-        bounding
-        the decoder's memory; pixel models ignore it.
+        The draws go through the chain together (`sample_grid`; `tile` / `tile_overlap` / `batch` tile the
+        denoiser) and are decoded one by one. `sampler`, `steps`, `eta` default to the config's. `decode_tile` > 0
+        decodes a latent in tiles of that many latent positions (plus DECODE_HALO of context, image-wide GroupNorm
+        statistics; ldsr.models.tiling), bounding the decoder's memory; pixel models ignore it. `progress` is
+        accepted for compatibility (ldsr.pipeline draws the bar).
         """
-        if lr.ndim != 4 or lr.shape[1] != self.channels:
-            raise ValueError(f"lr must be (N, {self.channels}, h, w), got {tuple(lr.shape)}")
-        if samples < 1:
-            raise ValueError(f"samples must be >= 1, got {samples}")
         if decode_tile < 0:
             raise ValueError(f"decode_tile must be >= 0 latent positions (0: the whole latent), got {decode_tile}")
-        shape = self._target_shape(lr)  # (N, C_x, H_x, W_x): latent or pixel grid
-        self._check_grid(shape[-2:])
-        size = (shape[-2], shape[-1])
-        cond = self._condition(lr, size)
-        base = self._base(lr, size) if self.cfg.residual else None
-        if base is not None:
-            cond = self._residual_condition(cond, base)
-        clip = self.clip_denoised and base is None  # a residual is not bounded to [-1, 1]
-        draws = []
-        for _ in range(samples):
-            x0 = sample(
-                self.net,
-                cond,
-                shape,
-                betas=self.betas,
-                sampler=self.cfg.sampler if sampler is None else sampler,
-                steps=self.cfg.steps if steps is None else steps,
-                eta=self.cfg.eta if eta is None else eta,
-                prediction=self.cfg.prediction,
-                clip_denoised=clip,
-                generator=generator,
-                progress=progress,
-            )
-            if base is not None:
-                x0 = base + x0 / self.cfg.residual_scale
-            draws.append(self._to_image(x0, decode_tile).clamp(-1.0, 1.0))
-        return torch.stack(draws)  # (samples, N, C, H, W)
+        x0 = self.sample_grid(lr, sampler=sampler, steps=steps, eta=eta, generator=generator, samples=samples,
+                              tile=tile, tile_overlap=tile_overlap, batch=batch)  # fmt: skip
+        return torch.stack([self.to_image(x, decode_tile) for x in x0])  # (samples, N, C, H, W)
 
     def _residual_condition(self, cond: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
         return cond
@@ -252,9 +308,11 @@ class LatentSR(_DiffusionSR):
 
     def __init__(self, cfg: SRConfig, autoencoder: nn.Module, unet: nn.Module, channels: int, scale: int) -> None:
         super().__init__(cfg, unet, channels, scale)
-        self.autoencoder = autoencoder.eval().requires_grad_(False)
-        self.factor = int(autoencoder.factor)
-        self.latent_channels = int(autoencoder.latent_channels)
+        # an nn.Module with the AutoencoderLike interface (encode / decode with `streamed=`, factor, ...)
+        self.autoencoder: Any = autoencoder.eval().requires_grad_(False)
+        ae: Any = autoencoder
+        self.factor = int(ae.factor)
+        self.latent_channels = int(ae.latent_channels)
 
     def train(self, mode: bool = True) -> LatentSR:
         """Train mode for the UNet only; the autoencoder stays in eval mode."""
@@ -337,9 +395,10 @@ def build_model(cfg: SRConfig, channels: int, scale: int, autoencoder: nn.Module
     if autoencoder is None:
         hint = f" (load the checkpoint sr.autoencoder={cfg.autoencoder!r} and pass it)" if cfg.autoencoder else ""
         raise ValueError(f"sr.space='latent' needs a trained autoencoder: build_model(..., autoencoder=...){hint}")
-    if int(autoencoder.in_channels) != channels:
-        raise ValueError(f"autoencoder has {autoencoder.in_channels} image channels, the data has {channels}")
-    c_z = int(autoencoder.latent_channels)
+    ae: Any = autoencoder  # an nn.Module with the AutoencoderLike attributes
+    if int(ae.in_channels) != channels:
+        raise ValueError(f"autoencoder has {ae.in_channels} image channels, the data has {channels}")
+    c_z = int(ae.latent_channels)
     # UNet input: noisy latent (c_z) ++ LR on the latent grid (channels) [++ z(bicubic(LR)) (c_z) if residual];
     # output: the prediction for the latent (or its residual).
     c_in = c_z + channels + (c_z if cfg.residual else 0)

@@ -76,7 +76,7 @@ def _image_group_norms(
         return forward
 
     for k, gn in enumerate(norms):
-        gn.forward = forward_for(k, gn)  # type: ignore[method-assign]  # an instance attribute, removed below
+        gn.forward = forward_for(k, gn)  # type: ignore[method-assign,assignment]  # an instance attribute, removed below
     try:
         yield
     finally:
@@ -150,3 +150,118 @@ def decode_tiled(
             ]
     assert out is not None
     return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tiled denoising: the network of every sampler step on overlapping tiles, predictions blended with smooth weights
+# ---------------------------------------------------------------------------------------------------------------
+Net = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def tile_starts(n: int, tile: int, overlap: int) -> list[int]:
+    """Starts of windows of `tile` positions covering [0, n) with at least `overlap` shared between neighbours.
+
+    The first window starts at 0 and the last ends at n; the k windows in between are spread evenly
+    (k = ceil((n - overlap) / (tile - overlap))), so every neighbour pair shares >= `overlap` positions.
+    """
+    if tile < 1 or not 0 <= overlap < tile:
+        raise ValueError(f"need tile >= 1 and 0 <= overlap < tile, got tile={tile}, overlap={overlap}")
+    if n <= tile:
+        return [0]
+    k = -(-(n - overlap) // (tile - overlap))  # windows needed
+    return [round(i * (n - tile) / (k - 1)) for i in range(k)]
+
+
+def blend_ramp(size: int, lo: int, hi: int, *, device: torch.device | None = None) -> torch.Tensor:
+    """(size,) weights: a raised-cosine ramp 0 -> 1 over the first `lo` and 1 -> 0 over the last `hi` positions.
+
+    The ramp never reaches 0 (sample i of `lo` has weight sin^2(pi (i + 1/2) / (2 lo))), so every position has a
+    positive weight; a side with 0 (the image border) keeps weight 1 up to the edge.
+    """
+    w = torch.ones(size, dtype=torch.float32, device=device)
+    for n, flip in ((lo, False), (hi, True)):
+        if n > 0:
+            r = torch.sin(torch.pi * (torch.arange(n, device=device) + 0.5) / (2 * n)) ** 2  # (n,) rising
+            if flip:
+                w[size - n :] = torch.minimum(w[size - n :], r.flip(0))
+            else:
+                w[:n] = torch.minimum(w[:n], r)
+    return w
+
+
+def _ramps(starts: list[int], size: int) -> list[tuple[int, int]]:
+    """(rising, falling) ramp lengths of each window: the positions it shares with its previous / next window."""
+    out = []
+    for k, s in enumerate(starts):
+        lo = starts[k - 1] + size - s if k > 0 else 0
+        hi = s + size - starts[k + 1] if k + 1 < len(starts) else 0
+        out.append((max(lo, 0), max(hi, 0)))
+    return out
+
+
+def window_weights(
+    h: int, w: int, tile: int, overlap: int, *, device: torch.device | None = None, dtype: torch.dtype = torch.float32
+) -> tuple[dict[tuple[int, int], torch.Tensor], torch.Tensor]:
+    """The windows of an (h, w) grid: {(top, left): (th, tw) blend weights} and their sum (1, 1, h, w).
+
+    Windows are min(tile, h) x min(tile, w); weights are separable raised-cosine ramps over the overlaps
+    (`blend_ramp`), which sum to 1 wherever exactly two windows overlap along an axis.
+    """
+    th, tw = min(tile, h), min(tile, w)
+    ys, xs = tile_starts(h, th, min(overlap, th - 1)), tile_starts(w, tw, min(overlap, tw - 1))
+    wys = [blend_ramp(th, lo, hi, device=device) for lo, hi in _ramps(ys, th)]  # (th,) each
+    wxs = [blend_ramp(tw, lo, hi, device=device) for lo, hi in _ramps(xs, tw)]  # (tw,) each
+    masks = {(y, x0): (wy[:, None] * wx[None, :]).to(dtype) for y, wy in zip(ys, wys) for x0, wx in zip(xs, wxs)}
+    weight = torch.zeros(1, 1, h, w, dtype=dtype, device=device)
+    for (y, x0), m in masks.items():
+        weight[0, 0, y : y + th, x0 : x0 + tw] += m
+    return masks, weight
+
+
+def tiled_net(
+    net: Net,
+    *,
+    tile: int,
+    overlap: int,
+    batch: int = 8,
+    on_call: Callable[[int], None] | None = None,
+) -> Net:
+    """`net` (B, C_in, H, W), (B,) -> (B, C_out, H, W) evaluated on overlapping `tile` x `tile` windows.
+
+    Every (item, window) pair goes through `net` in chunks of at most `batch`; each window's output is weighted by
+    a separable raised-cosine ramp over the `overlap` it shares with its neighbours (weight 1 at the image border)
+    and the weighted sum is divided by the summed weights. A sampler that calls the result at every step moves all
+    tiles together through one chain: the blend is the model output of that step (no per-tile chains). A grid no
+    larger than `tile` is one window (exactly `net`). `on_call(k)` is told after each chunk of k windows.
+    """
+    if tile < 1 or not 0 <= overlap < tile:
+        raise ValueError(f"need tile >= 1 and 0 <= overlap < tile, got tile={tile}, overlap={overlap}")
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+
+    def forward(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        masks, weight = window_weights(h, w, tile, overlap, device=x.device, dtype=x.dtype)
+        th, tw = next(iter(masks.values())).shape
+        windows = [(i, y, x0) for i in range(b) for (y, x0) in masks]  # (item, top, left)
+        out: torch.Tensor | None = None
+        for c0 in range(0, len(windows), batch):
+            chunk = windows[c0 : c0 + batch]
+            xin = torch.stack([x[i, :, y : y + th, x0 : x0 + tw] for i, y, x0 in chunk])  # (k, C_in, th, tw)
+            pred = net(xin, t[[i for i, _, _ in chunk]])  # (k, C_out, th, tw)
+            if out is None:
+                out = torch.zeros(b, pred.shape[1], h, w, dtype=pred.dtype, device=pred.device)
+            for (i, y, x0), p in zip(chunk, pred):
+                out[i, :, y : y + th, x0 : x0 + tw] += p * masks[(y, x0)]
+            if on_call is not None:
+                on_call(len(chunk))
+        assert out is not None
+        return out / weight  # (B, C_out, H, W): the normalised blend
+
+    return forward
+
+
+def count_windows(h: int, w: int, tile: int, overlap: int) -> int:
+    """How many windows `tiled_net` runs per item on an (h, w) grid."""
+    th, tw = min(tile, h), min(tile, w)
+    return len(tile_starts(h, th, min(overlap, th - 1))) * len(tile_starts(w, tw, min(overlap, tw - 1)))

@@ -6,14 +6,15 @@ safetensors metadata) rebuilds the network, and a latent SR checkpoint carries i
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Union, get_args
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ldsr.assets import MODELS_DIR as _PACKAGED_MODELS
@@ -23,16 +24,71 @@ from ldsr.data.tensor import to_array, to_tensor
 Kind = Literal["bicubic", "baseline", "latent", "pixel"]
 Reduce = Literal["mean", "median", "none"]
 REDUCTIONS: tuple[str, ...] = ("mean", "median", "none")
+Mode = Literal["faithful", "sharp"]
+MODES: tuple[str, ...] = get_args(Mode)
+Consistency = Union[bool, Literal["auto"]]
+Progress = Union[bool, Callable[[int, int], None]]
+# LR pixels of mirrored context around every image fed to a diffusion model, cropped off the output: without it the
+# autoencoder and the UNet see the image border and a constant image came back with bands of 92..210 grey levels
+# along its first and last rows (mri-x4, constant 102); 8 keeps it within 105..109 (docs/BENCHMARKS.md).
+BORDER = 8
+AUTO_TILE_FACTOR = 2  # automatic tiles: this many times the model's training LR size
+SHARP_DRAWS = 4  # draws of the sharp mode when `samples` is not given: one is shown, all give the spread
+CONSISTENCY_WARN_DB = 25.0  # LR-PSNR below this (any channel) adds a warning to the result
+ZERO_LEVEL = 0.5 / 255  # LR values at or below this count as zero (background)
 MODELS_DIR: Path = _PACKAGED_MODELS  # ldsr/assets/models (package data); tests point it elsewhere
 
 
 @dataclass
 class UpscaleResult:
-    """The SR image (H*s, W*s, C) in [0, 1]; with several samples also all of them and their per-pixel std."""
+    """The SR image (H*s, W*s, C) in [0, 1]; with several samples also all of them and their per-pixel std.
+
+    `is_sample`: the image is one posterior draw (sharp mode), not an estimate of the mean; writers record it.
+    `lr_psnr`: per channel PSNR (dB, data range 1) of the image downscaled by the scale (`imresize`) against the
+    LR input: how consistent the output is with what it was given. `warning`: one line when that is low.
+    """
 
     image: np.ndarray
     samples: np.ndarray | None = None  # (S, H*s, W*s, C)
     std: np.ndarray | None = None  # (H*s, W*s, C): the spread of the samples, an uncertainty map
+    is_sample: bool = False
+    mode: str | None = None  # "faithful" / "sharp" for diffusion models
+    lr_psnr: tuple[float, ...] = ()
+    consistency_step: bool = False  # the back-projection step was applied
+    tile: int = 0  # LR pixels of the denoiser tiles (0: untiled)
+    warning: str | None = None
+
+
+def lr_consistency(sr: np.ndarray, lr: np.ndarray, scale: int) -> tuple[float, ...]:
+    """Per channel PSNR (dB, data range 1) of imresize(sr, 1/scale) against lr; inf where identical."""
+    down = imresize(sr.astype(np.float32), size=lr.shape[:2])  # (h, w, C)
+    mse = ((down - lr) ** 2).reshape(-1, lr.shape[2]).mean(axis=0)  # (C,)
+    return tuple(float(10 * np.log10(1.0 / m)) if m > 0 else math.inf for m in mse)
+
+
+def back_project(sr: np.ndarray, lr: np.ndarray, scale: int, iterations: int = 1) -> np.ndarray:
+    """Iterative back-projection (Irani & Peleg 1991): sr += bicubic_up(lr - imresize(sr, 1/scale)), clipped.
+
+    The correction lives on the LR grid, so it changes only the low frequencies the LR measured; one iteration on
+    the shipped models' output never fell below bicubic on the fixtures (clean, bsrgan and kspace LR) while
+    three did (docs/BENCHMARKS.md).
+    """
+    for _ in range(iterations):
+        sr = sr + imresize(lr - imresize(sr, size=lr.shape[:2]), size=sr.shape[:2])  # (H, W, C)
+    return np.clip(sr, 0.0, 1.0).astype(np.float32)
+
+
+def zero_background(sr: np.ndarray, lr: np.ndarray, scale: int) -> np.ndarray:
+    """Set to 0 the output pixels whose whole 3x3 LR neighbourhood is zero (background stays background)."""
+    from scipy.ndimage import maximum_filter
+
+    zero = maximum_filter(lr.max(axis=2), size=3, mode="nearest") <= ZERO_LEVEL  # (h, w)
+    if not zero.any():
+        return sr
+    mask = np.repeat(np.repeat(zero, scale, axis=0), scale, axis=1)[: sr.shape[0], : sr.shape[1]]  # (H, W)
+    out = sr.copy()
+    out[mask] = 0.0
+    return out
 
 
 def shipped_models() -> dict[str, Path]:
@@ -53,14 +109,24 @@ class Upscaler:
         channels: int | None,
         model: nn.Module | None = None,
         device: str = "cpu",
+        *,
+        train_size: int | None = None,
+        trained_on_clean: bool = False,
     ) -> None:
         self.name, self.kind, self.scale, self.channels = name, kind, scale, channels
         self.device = torch.device(device)
-        self.model = model.to(self.device).eval() if model is not None else None
+        # LatentSR / PixelSR (sample_grid, to_image, nfe, unet) or a baseline (predict, generator): kind-dependent
+        self.model: Any = model.to(self.device).eval() if model is not None else None
         cfg = getattr(model, "cfg", None)
-        self.default_sampler: str | None = getattr(cfg, "sampler", None) if kind in ("latent", "pixel") else None
-        self.default_steps: int | None = getattr(cfg, "steps", None) if kind in ("latent", "pixel") else None
-        self.default_samples: int = int(getattr(cfg, "samples", 1)) if kind in ("latent", "pixel") else 1
+        diffusion = kind in ("latent", "pixel")
+        self.default_sampler: str | None = getattr(cfg, "sampler", None) if diffusion else None
+        self.default_steps: int | None = getattr(cfg, "steps", None) if diffusion else None
+        self.default_samples: int = int(getattr(cfg, "samples", 1)) if diffusion else 1
+        self.sharp_steps: int | None = int(getattr(cfg, "sharp_steps", 10)) if diffusion else None
+        self.default_mode: Mode = "faithful"
+        self.train_size = train_size  # HR side of the training crops (automatic tiles), None: unknown
+        # A model trained only on degraded LR (e.g. bsrgan) over-sharpens clean LR: "auto" back-projects its output.
+        self.trained_on_clean = trained_on_clean
 
     @property
     def n_params(self) -> int:
@@ -94,54 +160,99 @@ class Upscaler:
         grid = 2**levels * (self.model.factor if self.kind == "latent" else 1)  # HR multiple
         return grid // math.gcd(grid, self.scale)
 
-    def upscale(
-        self,
-        lr: np.ndarray,
-        *,
-        sampler: str | None = None,
-        steps: int | None = None,
-        eta: float | None = None,
-        seed: int = 0,
-        samples: int | None = None,
-        reduce: Reduce = "mean",
-        progress: bool = False,
-        decode_tile: int = 0,
-    ) -> UpscaleResult:
-        """SR of an (h, w, C) array in [0, 1] of any size (reflect-padded to what the network needs, then cropped).
+    def _grid_per_lr(self) -> float:
+        """Denoiser grid positions per LR pixel: scale / f for latent models, scale for pixel models."""
+        return self.scale / (self.model.factor if self.kind == "latent" else 1)
 
-        `decode_tile` > 0: a latent model decodes in tiles of that many latent positions (bounded memory for
-        large images; ldsr.models.tiling).
-        """
-        return self.upscale_batch(
-            [lr],
-            sampler=sampler,
-            steps=steps,
-            eta=eta,
-            seed=seed,
-            samples=samples,
-            reduce=reduce,
-            progress=progress,
-            decode_tile=decode_tile,
-        )[0]
+    def auto_tile(self, h: int, w: int) -> tuple[int, int]:
+        """(tile, overlap) in LR pixels chosen for an h x w LR image: 0 when it fits in one tile."""
+        if self.kind not in ("latent", "pixel"):
+            return 0, 0
+        train = self.train_size or 128
+        tile = max(1, AUTO_TILE_FACTOR * train // self.scale)
+        return (tile, tile // 4) if max(h, w) + 2 * BORDER > tile else (0, 0)
+
+    def upscale(self, lr: np.ndarray, **kwargs: Any) -> UpscaleResult:
+        """SR of an (h, w, C) array in [0, 1] of any size; the options of `upscale_batch`."""
+        return self.upscale_batch([lr], **kwargs)[0]
 
     def upscale_batch(
         self,
         lrs: list[np.ndarray],
         *,
+        mode: Mode | None = None,
         sampler: str | None = None,
         steps: int | None = None,
         eta: float | None = None,
         seed: int = 0,
         samples: int | None = None,
         reduce: Reduce = "mean",
-        progress: bool = False,
-        decode_tile: int = 0,
+        progress: Progress = False,
+        decode_tile: int | None = None,
+        tile: int | None = None,
+        tile_overlap: int | None = None,
+        batch: int = 8,
+        consistency: Consistency = "auto",
+        std: bool = False,
     ) -> list[UpscaleResult]:
-        """SR of several (h, w, C) arrays of one size in one network batch.
+        """SR of several (h, w, C) arrays in [0, 1] of one size.
 
-        The batch shares one noise generator, so a diffusion model's draw for an image depends on its position in
-        the batch: the same inputs, batch and seed give the same outputs.
+        mode: "faithful" (default) estimates the posterior mean: `samples` draws (the model's sr.samples) with the
+        model's steps, averaged (`reduce`); "sharp" returns one posterior draw with sr.sharp_steps steps
+        (`is_sample`) and always the spread (`std`) over its draws (`samples`, default SHARP_DRAWS, >= 2).
+        tile / tile_overlap: LR pixels of the denoiser's tiles (Real-ESRGAN convention; 0: off; None: automatic,
+        AUTO_TILE_FACTOR x the training size when the image is larger); `batch`: tiles or draws per network call.
+        decode_tile: latent positions per decoder tile (0: whole streamed decode; None: tiled above 2048^2 pixels).
+        consistency: back-project the output onto the LR (`back_project`); "auto" does so for models that never
+        saw clean LR in training. std: also return the draws and their spread in faithful mode (else a latent
+        model's draws are averaged on the latent grid and decoded once). `progress`: a bar (True) or a callback
+        (done, total) over network evaluations of tiles x steps. The batch shares one noise generator.
         """
+        lrs = self._check(lrs)
+        mode = self.default_mode if mode is None else mode
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if reduce not in REDUCTIONS:
+            raise ValueError(f"reduce must be one of {', '.join(REDUCTIONS)}, got {reduce!r}")
+        if consistency not in (True, False, "auto"):
+            raise ValueError(f"consistency must be true, false or 'auto', got {consistency!r}")
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        diffusion = self.kind in ("latent", "pixel")
+        apply = (diffusion and not self.trained_on_clean) if consistency == "auto" else bool(consistency)
+        if not diffusion:
+            images = self._plain(lrs)
+            return [
+                self._finish(im[None], lr, mode=None, reduce="mean", apply=apply, tile=0) for im, lr in zip(images, lrs)
+            ]
+        if mode == "sharp":
+            samples = SHARP_DRAWS if samples is None else samples
+            if samples < 2:
+                raise ValueError(f"sharp mode reports the spread over its draws: samples must be >= 2, got {samples}")
+            steps = self.sharp_steps if steps is None else steps
+        samples = self.default_samples if samples is None else samples
+        if samples < 1:
+            raise ValueError(f"samples must be >= 1, got {samples}")
+        h, w = lrs[0].shape[:2]
+        auto_tile, auto_overlap = self.auto_tile(h, w)
+        tile = auto_tile if tile is None else tile
+        tile_overlap = (auto_overlap if tile == auto_tile else tile // 4) if tile_overlap is None else tile_overlap
+        if tile < 0 or tile_overlap < 0 or (tile and tile_overlap >= tile):
+            raise ValueError(f"need tile >= 0 and 0 <= tile_overlap < tile (LR pixels), got {tile}, {tile_overlap}")
+        if decode_tile is None:
+            decode_tile = 128 if h * w * self.scale**2 > 2048**2 else 0
+        each = mode == "sharp" or std or reduce != "mean" or samples == 1 or self.kind == "pixel"
+        out = self._diffuse(lrs, sampler=sampler, steps=steps, eta=eta, seed=seed, samples=samples,
+                            progress=progress, decode_tile=decode_tile, tile=tile, tile_overlap=tile_overlap,
+                            batch=batch, each=each)  # fmt: skip
+        results = []
+        for n, lr in enumerate(lrs):
+            # (S, H, W, C) draws, or the decode of the draws' mean latent as a single "draw"
+            results.append(self._finish(out[:, n], lr, mode=mode, reduce=reduce if each else "mean", apply=apply,
+                                        tile=tile))  # fmt: skip
+        return results
+
+    def _check(self, lrs: list[np.ndarray]) -> list[np.ndarray]:
         lrs = [x[:, :, None] if x.ndim == 2 else x for x in lrs]
         for lr in lrs:
             if lr.ndim != 3 or (self.channels is not None and lr.shape[2] != self.channels):
@@ -152,48 +263,97 @@ class Upscaler:
                 raise ValueError(f"a batch needs images of one size, got {lrs[0].shape} and {lr.shape}")
             if not np.isfinite(lr).all():
                 raise ValueError(f"{self.name}: input contains NaN or inf values")
-        if reduce not in REDUCTIONS:
-            raise ValueError(f"reduce must be one of {', '.join(REDUCTIONS)}, got {reduce!r}")
-        samples = self.default_samples if samples is None else samples
-        if samples < 1:
-            raise ValueError(f"samples must be >= 1, got {samples}")
-        h, w = lrs[0].shape[:2]
+        return lrs
+
+    def _plain(self, lrs: list[np.ndarray]) -> list[np.ndarray]:
+        """Bicubic (imresize) or a CNN baseline on the (reflect-padded) LR batch: [(H, W, C)] in [0, 1]."""
         if self.kind == "bicubic":
-            return [UpscaleResult(np.clip(imresize(lr, self.scale), 0.0, 1.0).astype(np.float32)) for lr in lrs]
-        m = self._multiple()
-        ph, pw = (-h) % m, (-w) % m
+            return [np.clip(imresize(lr, self.scale), 0.0, 1.0).astype(np.float32) for lr in lrs]
+        h, w = lrs[0].shape[:2]
         x = torch.cat([to_tensor(lr) for lr in lrs]).to(self.device)  # (N, C, h, w) in [-1, 1]
-        if ph or pw:
-            mode = "reflect" if ph < h and pw < w else "replicate"
-            x = F.pad(x, (0, pw, 0, ph), mode=mode)
-        H, W = h * self.scale, w * self.scale
         with torch.no_grad():
-            if self.kind == "baseline":
-                out = self.model.predict({"lr": x})[None]  # (1, N, C, H', W')
-            else:
-                g = torch.Generator().manual_seed(seed)
-                out = self.model.upscale(
-                    x,
-                    sampler=sampler,
-                    steps=steps,
-                    eta=eta,
-                    generator=g,
-                    samples=samples,
-                    progress=progress,
-                    decode_tile=decode_tile,
-                )  # a bar over the sampler steps
-        out = out[..., :H, :W]  # (S, N, C, H, W)
-        results = []
-        for n in range(out.shape[1]):
-            draws = np.stack([to_array(o[n]) for o in out])  # (S, H, W, C) in [0, 1]
-            if len(draws) == 1:
-                results.append(UpscaleResult(draws[0]))
-                continue
-            image = {"mean": np.mean, "median": np.median}.get(reduce, lambda a, axis: a[0])(draws, axis=0)
-            results.append(
-                UpscaleResult(image.astype(np.float32), samples=draws, std=draws.std(axis=0).astype(np.float32))
-            )
-        return results
+            out = self.model.predict({"lr": x})[..., : h * self.scale, : w * self.scale]  # (N, C, H, W)
+        return [to_array(o) for o in out]
+
+    def _diffuse(self, lrs: list[np.ndarray], *, seed: int, samples: int, progress: Progress, decode_tile: int,
+                 tile: int, tile_overlap: int, batch: int, each: bool, **sampling: Any) -> np.ndarray:  # fmt: skip
+        """The diffusion model on the mirrored, padded batch: (S or 1, N, H, W, C) images in [0, 1].
+
+        `each`: every draw decoded (S of them); else the draws' mean on the denoiser grid, decoded once.
+        """
+        from ldsr.models.tiling import count_windows
+
+        h, w = lrs[0].shape[:2]
+        m = self._multiple()
+        ph, pw = (-(h + 2 * BORDER)) % m, (-(w + 2 * BORDER)) % m
+        pad = ((BORDER, BORDER + ph), (BORDER, BORDER + pw), (0, 0))
+        x = torch.cat([to_tensor(np.pad(lr, pad, mode="symmetric")) for lr in lrs]).to(self.device)  # (N, C, h', w')
+        g = self._grid_per_lr()
+        tile_g, overlap_g = round(tile * g), round(tile_overlap * g)  # LR pixels -> denoiser grid positions
+        grid = (round(x.shape[-2] * g), round(x.shape[-1] * g))
+        windows = count_windows(*grid, tile_g, overlap_g) if tile_g else 1
+        total = self.model.nfe(sampling.get("sampler"), sampling.get("steps")) * windows * samples * len(lrs)
+        with _progress(progress, total) as tick, torch.no_grad():
+            z = self.model.sample_grid(x, generator=torch.Generator().manual_seed(seed), samples=samples,
+                                       tile=tile_g, tile_overlap=overlap_g, batch=batch, on_tiles=tick,
+                                       **sampling)  # fmt: skip  # (S, N, C_x, H_x, W_x)
+            z = z if each else z.mean(dim=0, keepdim=True)
+            imgs = torch.stack([self.model.to_image(d, decode_tile) for d in z])  # (S', N, C, H', W')
+        s = self.scale
+        imgs = imgs[..., BORDER * s : (BORDER + h) * s, BORDER * s : (BORDER + w) * s]
+        return np.stack([np.stack([to_array(i) for i in d]) for d in imgs])  # (S', N, H, W, C)
+
+    def _finish(self, draws: np.ndarray, lr: np.ndarray, *, mode: Mode | None, reduce: Reduce, apply: bool,
+                tile: int) -> UpscaleResult:  # fmt: skip
+        """Back-projection (if `apply`) and zero background of every draw (S, H, W, C), then their reduction
+        (sharp: the first draw), the consistency measure and the warning for one image."""
+        fixed = [zero_background(back_project(d, lr, self.scale) if apply else d, lr, self.scale) for d in draws]
+        stack = np.stack(fixed).astype(np.float32)  # (S, H, W, C)
+        if mode == "sharp" or reduce == "none":
+            image = stack[0]
+        else:
+            image = (np.median if reduce == "median" else np.mean)(stack, axis=0).astype(np.float32)
+        draws_out = stack if len(stack) > 1 else None
+        psnr = lr_consistency(image, lr, self.scale)
+        worst = min(psnr)
+        warning = (
+            f"{self.name}: low consistency with the input: the output downscaled x{self.scale} matches the LR "
+            f"to only {worst:.1f} dB PSNR (below {CONSISTENCY_WARN_DB:g}); the image may be outside the model's domain"
+            if worst < CONSISTENCY_WARN_DB
+            else None
+        )
+        return UpscaleResult(
+            image=image,
+            samples=draws_out,
+            std=draws_out.std(axis=0).astype(np.float32) if draws_out is not None else None,
+            is_sample=mode == "sharp",
+            mode=mode,
+            lr_psnr=psnr,
+            consistency_step=apply,
+            tile=tile,
+            warning=warning,
+        )
+
+
+@contextlib.contextmanager
+def _progress(progress: Progress, total: int) -> Iterator[Callable[[int], None] | None]:
+    """A tick(k) for `total` network evaluations: a tqdm bar with ETA (True), the callback (done, total), or None."""
+    if progress is False:
+        yield None
+        return
+    if callable(progress):
+        done = [0]
+
+        def tick(k: int) -> None:
+            done[0] += k
+            progress(done[0], total)
+
+        yield tick
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, desc="upscale (tiles x steps)", leave=False) as bar:
+        yield bar.update
 
 
 def _build(run: dict, state: dict[str, torch.Tensor]) -> tuple[Kind, nn.Module]:
@@ -239,4 +399,14 @@ def load(
         if path.name not in ("latest", "checkpoints") and not path.name.startswith("step_")
         else (path.parent.parent.name if path.name.startswith("step_") else path.parent.name)
     )
-    return Upscaler(name, kind, int(run["scale"]), int(run["channels"]), model, device)
+    data = run.get("data") or {}
+    return Upscaler(name, kind, int(run["scale"]), int(run["channels"]), model, device,
+                    train_size=data.get("hr_size"), trained_on_clean=_saw_clean_lr(data))  # fmt: skip
+
+
+def _saw_clean_lr(data: dict) -> bool:
+    """Whether a run's training LR included clean bicubic downscaling (preset bicubic, or blind with weight > 0)."""
+    preset = data.get("degradation")
+    if preset == "bicubic":
+        return True
+    return preset == "blind" and float((data.get("degradation_weights") or {}).get("bicubic", 1.0)) > 0
