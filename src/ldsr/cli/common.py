@@ -124,13 +124,15 @@ def check_precision(precision: Precision | str, device: str) -> None:
 
 class JobProgress:
     """One progress display per job: a bar (images done, current stage, ETA) on a terminal, a line per finished
-    image otherwise (logs), nothing but errors with `quiet`."""
+    image otherwise (logs; `log=False`: none), nothing but errors with `quiet`."""
 
-    def __init__(self, total: int, *, desc: str, quiet: bool = False, stream: IO[str] | None = None) -> None:
+    def __init__(
+        self, total: int, *, desc: str, quiet: bool = False, log: bool = True, stream: IO[str] | None = None
+    ) -> None:
         from tqdm import tqdm
 
         self.stream = stream if stream is not None else sys.stderr
-        self.quiet = quiet
+        self.quiet, self.log = quiet, log
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.total, self.done_count, self.desc = total, 0, desc
         self.started = time.perf_counter()
@@ -147,7 +149,7 @@ class JobProgress:
         """`n` images finished; `message` is the log line (non-terminal) for them."""
         self.done_count += n
         self.bar.update(n)
-        if not self.quiet and not self.tty:
+        if self.log and not self.quiet and not self.tty:
             elapsed = time.perf_counter() - self.started
             print(f"{self.desc} [{self.done_count}/{self.total}, {elapsed:.1f} s] {message}", file=self.stream)
 

@@ -7,12 +7,10 @@ chosen per file), the models are loaded once each, and only then does any networ
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 import typer
@@ -49,6 +47,11 @@ class ReduceChoice(StrEnum):
     none = "none"
 
 
+class Mode(StrEnum):
+    faithful = "faithful"
+    sharp = "sharp"
+
+
 class Channels(StrEnum):
     grey = "grey"
     rgb = "rgb"
@@ -73,9 +76,10 @@ class RunOptions:
     reduce: str
     std_map: bool
     batch: int
-    decode_tile: int
+    decode_tile: int | None
     precision: str
     device: str
+    mode: str | None = None
 
 
 def _load_models(names: set[str], scale: int | None, device: str, cache: dict[str, Upscaler]) -> dict[str, Upscaler]:
@@ -106,19 +110,31 @@ def _chooser(model: str | None, scale: int | None, device: str, cache: dict[str,
 
 
 def _plan(
-    req: Request, model: str | None, scale: int | None, device: str, progress: JobProgress
+    req: Request,
+    model: str | None,
+    scale: int | None,
+    device: str,
+    quiet: bool,
+    draws: int | None = None,
+    mode: str | None = None,
 ) -> tuple[Plan, dict[str, Upscaler]]:
-    """(plan, loaded models): files read and checked, models loaded, every output named and checked."""
+    """(plan, loaded models): files read and checked (a 'check' bar on a terminal), models loaded, every output
+    named and checked."""
     from ldsr.cli.upscale_plan import JobError, add_extras, check_output_format, check_outputs, list_inputs, plan_job
 
     cache: dict[str, Upscaler] = {}
+    progress = JobProgress(0, desc="check", quiet=True)
     try:
-        check_output_format(req, list_inputs(req)[1])  # the cheap checks before a model loads
+        files, single = list_inputs(req)
+        check_output_format(req, single)  # the cheap checks before a model loads
+        progress = JobProgress(len(files), desc="check", quiet=quiet, log=False)
         choose = _chooser(model, scale, device, cache)
-        plan = plan_job(req, choose, lambda path, reason: progress.error(f"{path}: {reason}"))
+        plan = plan_job(
+            req, choose, lambda path, reason: progress.error(f"{path}: {reason}"), lambda path: progress.done("")
+        )
         models = _load_models({it.model for it in plan.items}, scale, device, cache)
         for it in plan.items:
-            add_extras(it, req, _draws_of(models[it.model], None))
+            add_extras(it, req, _draws_of(models[it.model], draws, mode))
         check_outputs(plan.items, [it.src for it in plan.items] + [Path(p) for p, _ in plan.failures])
     except JobError as e:
         progress.close()
@@ -126,11 +142,19 @@ def _plan(
     except ValueError as e:  # a model that does not load
         progress.close()
         fail(str(e))
+    progress.close()
     return plan, models
 
 
-def _draws_of(up: Upscaler, draws: int | None) -> int:
-    return 1 if up.kind in ("bicubic", "baseline") else (draws or up.default_samples)
+def _draws_of(up: Upscaler, draws: int | None, mode: str | None = None) -> int:
+    """Draws an image gets: 1 for bicubic and CNNs; --draws, else sharp mode's default or the model's sr.samples."""
+    if up.kind in ("bicubic", "baseline"):
+        return 1
+    if mode == "sharp":
+        from ldsr.pipeline import upscaler
+
+        return draws or int(getattr(upscaler, "SHARP_DRAWS", 2))
+    return draws or up.default_samples
 
 
 def _print_plan(plan: Plan, models: dict[str, Upscaler]) -> None:
@@ -140,51 +164,40 @@ def _print_plan(plan: Plan, models: dict[str, Upscaler]) -> None:
             typer.echo(f"{it.src} -> {out} ({models[it.model].name}, x{models[it.model].scale}){frames}")
 
 
-@contextmanager
-def _stages(up: Upscaler, progress: JobProgress, nfe: int) -> Iterator[None]:
-    """Show 'sampling k/n' and 'decoding' on the bar through forward pre-hooks on the denoiser and the decoder's
-    first layer (torch's public hook API; nothing of the model changes). Removed on exit."""
-    handles = []
-    calls = [0]
-    if up.model is not None and up.kind in ("latent", "pixel"):
-        unet = getattr(up.model, "unet", None)
+def _call_options(up: Upscaler, opts: RunOptions, progress: JobProgress) -> dict[str, Any]:
+    """Keyword arguments of `Upscaler.upscale_batch`: the options it has (checked on its signature), the network
+    evaluations reported to the job's bar as 'sampling k/n' (then 'decoding'), no bar of its own."""
+    import inspect
 
-        def on_unet(*_: object) -> None:
-            calls[0] += 1
-            progress.stage(f"sampling {calls[0]}/{nfe}")
+    params = inspect.signature(up.upscale_batch).parameters
+    kw: dict[str, Any] = dict(sampler=opts.sampler, steps=opts.steps, eta=opts.eta, seed=opts.seed,
+                              samples=opts.draws, reduce=opts.reduce, progress=False)  # fmt: skip
+    if opts.decode_tile is not None or "tile" not in params:  # None: the upscaler's automatic choice
+        kw["decode_tile"] = opts.decode_tile or 0
+    if "mode" in params:
+        kw["mode"] = opts.mode
+    elif opts.mode not in (None, "faithful"):
+        raise ValueError(f"--mode {opts.mode} is not supported by this version of ldsr.pipeline")
+    if "std" in params:
+        kw["std"] = opts.std_map or opts.reduce == "none"  # the draws themselves, not only their mean
+    if "tile" in params and up.kind in ("latent", "pixel"):
 
-        if unet is not None:
-            handles.append(unet.register_forward_pre_hook(on_unet))
-        for name, module in up.model.named_modules():
-            if name.endswith("decoder.conv_in"):
-                handles.append(module.register_forward_pre_hook(lambda *_: progress.stage("decoding")))
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
+        def report(done: int, total: int) -> None:
+            progress.stage(f"sampling {done}/{total}" if done < total else "decoding")
+
+        kw["progress"] = report
+    return kw
 
 
 def _infer(up: Upscaler, images: list[np.ndarray], opts: RunOptions, progress: JobProgress) -> list[UpscaleResult]:
     """One network batch, under autocast when --precision asks for bf16 / fp16."""
     import torch
 
-    draws = _draws_of(up, opts.draws)
-    nfe = up.nfe(opts.steps, opts.sampler) * draws if up.kind in ("latent", "pixel") else 1
-    progress.stage("upscaling" if up.kind in ("bicubic", "baseline") else f"sampling 0/{nfe}")
+    kw = _call_options(up, opts, progress)
+    progress.stage("sampling" if up.kind in ("latent", "pixel") else "upscaling")
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(opts.precision)
-    with _stages(up, progress, nfe), torch.autocast(up.device.type, dtype=dtype, enabled=dtype is not None):
-        return up.upscale_batch(
-            images,
-            sampler=opts.sampler,
-            steps=opts.steps,
-            eta=opts.eta,
-            seed=opts.seed,
-            samples=opts.draws,
-            reduce=opts.reduce,  # type: ignore[arg-type]  # a ReduceChoice value
-            progress=False,  # one bar per job, not one per draw
-            decode_tile=opts.decode_tile,
-        )
+    with torch.autocast(up.device.type, dtype=dtype, enabled=dtype is not None):
+        return up.upscale_batch(images, **kw)
 
 
 def _write(out: Path, meta: ImageMeta, res: UpscaleResult, up: Upscaler, opts: RunOptions) -> None:
@@ -234,6 +247,8 @@ def _run(
                 _fail(result, progress, it.src, e, 1)
                 continue
             result.ok.append(out)
+            if getattr(res, "warning", None):  # e.g. low consistency with the LR: outside the model's domain
+                progress.note(f"warning: {it.src}: {res.warning}")
             progress.done(f"{it.src} -> {out} ({up.name}, {per_image:.1f} s)")
 
     for it in plan.items:
@@ -264,34 +279,54 @@ def _fail(result: BatchResult[Path], progress: JobProgress, path: Path, e: Excep
     progress.done(f"{path}: FAILED", n)
 
 
+OUTPUT_HELP = (
+    "Output file (one input; .png .jpg .tif, .dcm for DICOM input) or folder. Folder outputs are named "
+    "<stem>.png (.dcm for DICOM), <stem>_f<k> per frame; inputs sharing a stem keep their whole name (x.tif.png)."
+)
+MODEL_OPTION = typer.Option(
+    None,
+    "-m",
+    "--model",
+    show_default="per file: mri-x4 for grey / DICOM / NIfTI, histology-x4 for H&E; others need -m",
+    help="Checkpoint folder / run dir / .safetensors, a shipped model name (`ldsr models`), or 'bicubic'.",
+)
+CHANNELS_OPTION = typer.Option(
+    None,
+    "--channels",
+    show_default="none: a channel mismatch or an alpha channel is refused",
+    help="Convert every input to grey (BT.601 luminance) or rgb (grey repeated) first; drops alpha.",
+)
+FRAMES_OPTION = typer.Option(
+    "all",
+    "--frames",
+    callback=_frames,
+    help="Multi-frame DICOM / TIFF and NIfTI volumes: all (one output per frame / slice), middle, or a number.",
+)
+DECODE_TILE_OPTION = typer.Option(
+    None,
+    "--decode-tile",
+    min=0,
+    show_default="automatic: whole (streamed) decode up to 2048² outputs, tiles above",
+    help="Latent models: decode in tiles of this many latent positions (bounded memory, slower; 0: whole).",
+)
+MODE_OPTION = typer.Option(
+    None,
+    "--mode",
+    show_default="faithful",
+    help="Diffusion models: faithful (the mean of --draws draws: closest to the truth on average) or sharp "
+    "(one posterior draw, with the spread over its draws; sharper, may invent detail).",
+)
+
+
 def upscale_command(
     input: Path = input_option("An LR image or a folder of them (searched recursively)."),
-    output: Path = output_option(
-        "Output file (one input; .png .jpg .tif, .dcm for DICOM input) or folder. Folder outputs are named "
-        "<stem>.png (.dcm for DICOM), <stem>_f<k> per frame; inputs sharing a stem keep their whole name (x.tif.png)."
-    ),
-    model: Optional[str] = typer.Option(
-        None,
-        "-m",
-        "--model",
-        show_default="per file: mri-x4 for grey / DICOM / NIfTI, histology-x4 for H&E; others need -m",
-        help="Checkpoint folder / run dir / .safetensors, a shipped model name (`ldsr models`), or 'bicubic'.",
-    ),
+    output: Path = output_option(OUTPUT_HELP),
+    model: Optional[str] = MODEL_OPTION,
     scale: Optional[int] = typer.Option(
         None, "--scale", min=2, show_default="the model's; 4 for bicubic", help="SR factor."
     ),
-    channels: Optional[Channels] = typer.Option(
-        None,
-        "--channels",
-        show_default="none: a channel mismatch or an alpha channel is refused",
-        help="Convert every input to grey (BT.601 luminance) or rgb (grey repeated) first; drops alpha.",
-    ),
-    frames: str = typer.Option(
-        "all",
-        "--frames",
-        callback=_frames,
-        help="Multi-frame DICOM / TIFF and NIfTI volumes: all (one output per frame / slice), middle, or a number.",
-    ),
+    channels: Optional[Channels] = CHANNELS_OPTION,
+    frames: str = FRAMES_OPTION,
     axis: int = typer.Option(2, "--axis", min=0, max=2, help="NIfTI slice axis (RAS): 0 sagittal, 1 coronal, 2 axial."),
     sampler: Optional[Sampler] = sampler_option(),
     steps: Optional[int] = steps_option(),
@@ -308,13 +343,8 @@ def upscale_command(
         False, "--std-map/--no-std-map", help="Also write the per-pixel std over draws (<stem>_std.png)."
     ),
     batch: int = typer.Option(1, "--batch", min=1, help="Images of one size and model upscaled in one network batch."),
-    decode_tile: int = typer.Option(
-        0,
-        "--decode-tile",
-        min=0,
-        show_default="0: whole latent",
-        help="Latent models: decode in tiles of this many latent positions (bounded memory, slower).",
-    ),
+    decode_tile: Optional[int] = DECODE_TILE_OPTION,
+    mode: Optional[Mode] = MODE_OPTION,
     device: Device = device_option(),
     precision: Precision = precision_option(),
     dry_run: bool = dry_run_option(),
@@ -331,17 +361,14 @@ def upscale_command(
     check_precision(precision, dev)
     req = Request(input, output, None if channels is None else channels.value, frames, axis, std_map,
                   keep_draws=reduce == ReduceChoice.none)  # fmt: skip
-    progress = JobProgress(0, desc="upscale", quiet=quiet)
-    plan, models = _plan(req, model, scale, dev, progress)
+    plan, models = _plan(req, model, scale, dev, quiet, draws, None if mode is None else str(mode))
     if dry_run:
-        progress.close()
         _print_plan(plan, models)
         typer.echo(f"dry run: {sum(len(it.outputs) for it in plan.items)} images, {len(plan.failures)} files refused")
         raise typer.Exit(1 if plan.failures else 0)
-    progress.close()
     progress = JobProgress(sum(len(it.frames) for it in plan.items), desc="upscale", quiet=quiet)
     opts = RunOptions(None if sampler is None else str(sampler), steps, eta, seed, draws, str(reduce), std_map,
-                      batch, decode_tile, str(precision), dev)  # fmt: skip
+                      batch, decode_tile, str(precision), dev, None if mode is None else str(mode))  # fmt: skip
     result = _run(plan, models, req, opts, progress)
     progress.close()
     used = ", ".join(sorted({f"{models[it.model].name} x{models[it.model].scale}" for it in plan.items})) or "none"

@@ -261,7 +261,12 @@ def _check_writable(folder: Path) -> None:
         raise JobError(f"{folder}: cannot write there (permission denied on {probe})")
 
 
-def plan_job(req: Request, choose: Chooser, on_failure: Callable[[str, str], None]) -> Plan:
+def plan_job(
+    req: Request,
+    choose: Chooser,
+    on_failure: Callable[[str, str], None],
+    on_checked: Callable[[Path], None] | None = None,
+) -> Plan:
     """List, read and check every input; per-file problems go to `on_failure(path, reason)` and the plan goes
     on without them; job-level problems raise JobError. Outputs are named but extras are not (they need the
     models' draws: `add_extras`, then `check_outputs`)."""
@@ -279,5 +284,7 @@ def plan_job(req: Request, choose: Chooser, on_failure: Callable[[str, str], Non
                 reason = reason[len(str(path)) + 2 :]
             failures.append((str(path), reason))
             on_failure(str(path), reason)
+        if on_checked is not None:
+            on_checked(path)
     assign_outputs(items, req, single)
     return Plan(items, failures, single)
