@@ -36,7 +36,7 @@ from ldsr.training.config import TrainConfig
 
 T = TypeVar("T")
 
-Task = Literal["autoencoder", "sr", "baseline", "generate"]
+Task = Literal["autoencoder", "sr", "baseline", "generate", "colorize"]
 
 # task / section name -> (module, config class); the section a task trains has the task's name.
 SECTIONS: dict[str, tuple[str, str]] = {
@@ -44,6 +44,7 @@ SECTIONS: dict[str, tuple[str, str]] = {
     "sr": ("ldsr.models.sr", "SRConfig"),
     "baseline": ("ldsr.models.baselines", "BaselineConfig"),
     "generate": ("ldsr.models.generation", "GenerationConfig"),
+    "colorize": ("ldsr.models.colorize", "ColorizeConfig"),
 }
 SCALES = (2, 3, 4, 8)
 
@@ -319,6 +320,7 @@ class RunConfig:
     sr: Any = None
     baseline: Any = None
     generate: Any = None
+    colorize: Any = None
 
     def __post_init__(self) -> None:
         if self.scale not in SCALES:
@@ -445,7 +447,7 @@ def _resolve_input_paths(d: dict[str, Any], base: Path) -> None:
         if isinstance(data.get("paired"), str):
             data["paired"] = _resolve_path(data["paired"], base)
     inputs = (("sr", "autoencoder"), ("sr", "init_from"), ("baseline", "init_from"), ("baseline", "vgg_weights"),
-              ("generate", "autoencoder"))  # fmt: skip
+              ("generate", "autoencoder"), ("colorize", "autoencoder"), ("colorize", "init_from"))  # fmt: skip
     for section, key in inputs:
         sec = d.get(section)
         if isinstance(sec, dict) and isinstance(sec.get(key), str):

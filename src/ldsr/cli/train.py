@@ -1,4 +1,4 @@
-"""`ldsr train autoencoder|sr|baseline|generate -c CONFIG [--resume] [--dry-run] [KEY=VALUE ...]`."""
+"""`ldsr train autoencoder|sr|baseline|generate|colorize -c CONFIG [--resume] [--dry-run] [KEY=VALUE ...]`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import typer
 
 from ldsr.cli.common import Precision, fail
 
-TaskName = Literal["autoencoder", "sr", "baseline", "generate"]
+TaskName = Literal["autoencoder", "sr", "baseline", "generate", "colorize"]
 
 train_app = typer.Typer(
     name="train",
@@ -94,11 +94,12 @@ def _command(task: TaskName) -> Callable[..., None]:
         "sr": "Train a diffusion SR model (task: sr): latent (on a trained autoencoder) or pixel space.",
         "baseline": "Train an SRCNN / FSRCNN / ESRGAN baseline (task: baseline).",
         "generate": "Train an unconditional generator (task: generate): latent / pixel DDPM or a DCGAN.",
+        "colorize": "Train a colorizer (task: colorize): diffusion, regression, Zhang et al. 2016 or pix2pix.",
     }[task]
     return command
 
 
-TASKS: tuple[TaskName, ...] = ("autoencoder", "sr", "baseline", "generate")
+TASKS: tuple[TaskName, ...] = ("autoencoder", "sr", "baseline", "generate", "colorize")
 for _task in TASKS:
     train_app.command(_task)(_command(_task))
 

@@ -115,6 +115,36 @@ def _generate(cfg: RunConfig, state: Mapping[str, torch.Tensor] | None) -> nn.Mo
     return model
 
 
+def _colorize(cfg: RunConfig, state: Mapping[str, torch.Tensor] | None) -> nn.Module:
+    from ldsr.models.colorize import build_model as build_colorizer
+
+    if cfg.channels != 3:
+        raise ValueError(f"task colorize makes colour images: set channels: 3 (got {cfg.channels})")
+    ae: nn.Module | None = None
+    if cfg.colorize.method == "diffusion" and cfg.colorize.space == "latent":
+        if state is None:  # training: the frozen RGB autoencoder (of an AE, latent SR or generation checkpoint)
+            from ldsr.models.generation import load_autoencoder as load_any_autoencoder
+
+            if not cfg.colorize.autoencoder:
+                raise ValueError("colorize.autoencoder: latent diffusion needs a trained 3-channel autoencoder")
+            try:
+                ae = load_any_autoencoder(cfg.colorize.autoencoder, 3)
+            except ValueError as e:
+                raise ValueError(str(e).replace("generate.autoencoder", "colorize.autoencoder")) from None
+        else:  # a checkpoint: its weights hold the autoencoder's, its config the architecture
+            from ldsr.models.autoencoder import build_model as build_ae
+
+            if cfg.autoencoder is None:
+                raise ValueError("latent colorize checkpoint has no 'autoencoder' config section to rebuild it from")
+            ae = build_ae(cfg.autoencoder, 3)
+    model = build_colorizer(cfg.colorize, autoencoder=ae)
+    if state is not None:
+        model.load_state_dict(state)
+    elif cfg.colorize.init_from:
+        load_init_weights(model, cfg.colorize.init_from)
+    return model
+
+
 def build_model(cfg: RunConfig, state: Mapping[str, torch.Tensor] | None = None) -> nn.Module:
     """The network of `cfg.task` ("autoencoder", "sr", "baseline" or "generate"), through its module's `build_model`.
 
@@ -138,4 +168,6 @@ def build_model(cfg: RunConfig, state: Mapping[str, torch.Tensor] | None = None)
         return _sr(cfg, state)
     if cfg.task == "generate":
         return _generate(cfg, state)
+    if cfg.task == "colorize":
+        return _colorize(cfg, state)
     raise ValueError(f"unknown task {cfg.task!r}")

@@ -219,6 +219,8 @@ def _checkpoint_configs(cfg: RunConfig, net: nn.Module, built: bool) -> tuple[di
         ae_path = cfg.sr.autoencoder
     elif cfg.task == "generate" and cfg.generate.model == "latent":  # an AE, latent SR or generation checkpoint
         ae_path = cfg.generate.autoencoder
+    elif cfg.task == "colorize" and cfg.colorize.method == "diffusion" and cfg.colorize.space == "latent":
+        ae_path = cfg.colorize.autoencoder
     if built and ae_path:
         # The autoencoder's weights are inside the SR / generation model's state; its config (as the run's
         # `autoencoder` section, which ldsr.pipeline rebuilds it from) makes the checkpoint self-contained.
@@ -236,8 +238,15 @@ def _setup(cfg: RunConfig, model: nn.Module | None) -> _Run:
     seed = cfg.seed if tc.seed is None else tc.seed
     seed_everything(seed)
     accelerator, ddp_kwargs = _accelerator(tc)
-    train_ds = build_train_dataset(cfg.data, channels=cfg.channels, scale=cfg.scale, seed=seed)
-    val_items = build_val_dataset(cfg.data, channels=cfg.channels, scale=cfg.scale, seed=seed)
+    train_ds: Any
+    val_items: Any
+    if cfg.task == "colorize":  # colour crops as "hr", their grey as "lr" (ldsr.data.color)
+        from ldsr.data.color import colorization_datasets
+
+        train_ds, val_items = colorization_datasets(cfg.data, seed=seed)
+    else:
+        train_ds = build_train_dataset(cfg.data, channels=cfg.channels, scale=cfg.scale, seed=seed)
+        val_items = build_val_dataset(cfg.data, channels=cfg.channels, scale=cfg.scale, seed=seed)
     net = _model(cfg, model)
     opts = build_optimizers(net, tc)
     # Frozen weights (requires_grad False now, e.g. LatentSR's autoencoder) are not registered by DDP at all.
