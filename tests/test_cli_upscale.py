@@ -95,6 +95,18 @@ def test_dry_run_lists_outputs_and_writes_nothing(tmp_path: Path, monkeypatch: p
     assert not (tmp_path / "out").exists()
 
 
+def test_unwritable_outputs_are_refused_before_computing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _no_compute(monkeypatch)
+    src = tmp_path / "in"
+    write_image(src / "a.png", _lr())
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the output folder should go")
+    res = _invoke("-i", src, "-o", blocker / "out", "-m", "bicubic")
+    assert res.exit_code == 2 and f"{blocker} is a file" in res.output, res.output
+    named = _invoke("-i", src, "-o", tmp_path / "sr.png", "-m", "bicubic")  # a folder job needs a folder
+    assert named.exit_code == 2 and "needs an output folder" in named.output, named.output
+
+
 # --- silent data loss: inputs sharing a stem -------------------------------------------------------------
 
 
@@ -160,6 +172,7 @@ def test_nifti_volume_is_processed_whole_by_default(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     outs = sorted(p.name for p in (tmp_path / "all").iterdir())
     assert outs == [f"colin27_crop_f{k:03d}.png" for k in range(8)]
+    assert f"note: {nii}: 8 of 8 slices; written as PNG slices" in res.output  # the format change is said
     mid = _invoke("-i", nii, "-o", tmp_path / "mid.png", "-m", "bicubic", "--scale", "2", "--frames", "middle")
     assert mid.exit_code == 0, mid.output
     np.testing.assert_array_equal(read_image(tmp_path / "mid.png")[0], read_image(tmp_path / "all" / outs[4])[0])

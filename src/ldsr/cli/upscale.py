@@ -159,9 +159,9 @@ def _draws_of(up: Upscaler, draws: int | None, mode: str | None = None) -> int:
 
 def _print_plan(plan: Plan, models: dict[str, Upscaler]) -> None:
     for it in plan.items:
-        frames = "" if it.n_frames == 1 else f" [{', '.join(it.notes)}]"
+        notes = f" [{'; '.join(it.notes)}]" if it.notes else ""
         for out in it.outputs + it.extras:
-            typer.echo(f"{it.src} -> {out} ({models[it.model].name}, x{models[it.model].scale}){frames}")
+            typer.echo(f"{it.src} -> {out} ({models[it.model].name}, x{models[it.model].scale}){notes}")
 
 
 def _call_options(up: Upscaler, opts: RunOptions, progress: JobProgress) -> dict[str, Any]:
@@ -353,6 +353,7 @@ def upscale_command(
     """Super-resolve LR images; grey, 16-bit and DICOM stay so. Every file is checked before any computation."""
     from ldsr.cli.common import check_precision, resolve_device
     from ldsr.cli.upscale_plan import Request
+    from ldsr.io import suffix_of
 
     if draws is not None and samples is not None and draws != samples:
         fail("--samples is the old name of --draws; give one of them")
@@ -367,6 +368,9 @@ def upscale_command(
         typer.echo(f"dry run: {sum(len(it.outputs) for it in plan.items)} images, {len(plan.failures)} files refused")
         raise typer.Exit(1 if plan.failures else 0)
     progress = JobProgress(sum(len(it.frames) for it in plan.items), desc="upscale", quiet=quiet)
+    for it in plan.items:
+        if it.fmt == "nifti" and it.outputs and suffix_of(it.outputs[0]) != suffix_of(it.src):
+            progress.note(f"note: {it.src}: {'; '.join(it.notes)}")  # a format change is said, not silent
     opts = RunOptions(None if sampler is None else str(sampler), steps, eta, seed, draws, str(reduce), std_map,
                       batch, decode_tile, str(precision), dev, None if mode is None else str(mode))  # fmt: skip
     result = _run(plan, models, req, opts, progress)

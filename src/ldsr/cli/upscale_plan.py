@@ -36,6 +36,7 @@ CHANNELS_OF: dict[str, int] = {"grey": 1, "rgb": 3}
 MIN_SIDE = 8  # LR pixels: below this an image holds too little for x2 - x8 SR (and for reflect padding)
 ALPHA_NOTE = "alpha channel dropped"
 VOLUME_SUFFIXES = (".nii", ".nii.gz")
+NIFTI_NOTE = "written as PNG slices (ldsr does not write NIfTI yet)"
 # Suffixes that make `-o NAME` look like one image file rather than a folder.
 IMAGE_LIKE = {*SUFFIXES, *OUTPUT_SUFFIXES, ".webp", ".bmp", ".gif", ".jp2", ".heic"}
 
@@ -138,6 +139,8 @@ def inspect_file(path: Path, req: Request, choose: Chooser) -> Item:
         notes.append(f"converted to {req.channels} as --channels asked")
     if len(frames) > 1:
         notes.append(f"{len(picked)} of {len(frames)} {'slices' if meta.format == 'nifti' else 'frames'}")
+    if meta.format == "nifti":
+        notes.append(NIFTI_NOTE)
     return Item(path, meta.format, picked, len(frames), model, notes)
 
 
