@@ -1,0 +1,106 @@
+"""Render the result tables of docs/BENCHMARKS.md from the evaluation summaries in docs/results/.
+
+Each table sits between `<!-- results:NAME -->` and `<!-- /results -->` in docs/BENCHMARKS.md, where NAME is a
+folder of docs/results/ holding an `ldsr evaluate` run's summary.json, results.csv and machine.json (copied there by
+experiments/scripts/eval_blind.sh). Paired differences are per image (mean ± standard error std(d)/sqrt(n), and
+on how many images the method is higher). Nothing here is typed by hand: rerun this script after an evaluation.
+
+    .venv/bin/python experiments/render_benchmarks.py          # rewrite the tables in place
+    .venv/bin/python experiments/render_benchmarks.py --check  # exit 1 if a table differs from its summary
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BLOCK = re.compile(r"(<!-- results:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
+# Display names of the methods (an evaluate method is named after its model argument).
+NAMES = {
+    "bicubic": "bicubic",
+    "srcnn_x4_mri": "SRCNN (blind)",
+    "esrgan_x4_mri": "ESRGAN-small (blind, L1)",
+    "srcnn_x4_histo": "SRCNN (blind)",
+    "mri-x4": "mri-x4",
+    "histology-x4": "histology-x4",
+    "histology-x8": "histology-x8",
+    "mri_x4": "mri-x4 blind fine-tune",
+    "histology_x4": "histology-x4 blind fine-tune",
+}
+
+
+def per_image(folder: Path) -> dict[str, dict[str, dict[str, float]]]:
+    """{method: {image: {metric: value}}} from results.csv (its '#' provenance lines skipped)."""
+    with open(folder / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(line for line in f if not line.startswith("#")))
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for r in rows:
+        out.setdefault(r["method"], {})[r["image"]] = {k: float(r[k]) for k in ("psnr_y", "ssim_y")}
+    return out
+
+
+def paired(a: dict[str, dict[str, float]], b: dict[str, dict[str, float]], key: str, digits: int) -> str:
+    """Mean ± standard error of a - b over the images both have, and the count of images where a > b."""
+    common = sorted(set(a) & set(b))
+    d = [a[i][key] - b[i][key] for i in common]
+    if len(d) < 2:
+        return "/"
+    mean = sum(d) / len(d)
+    se = math.sqrt(sum((x - mean) ** 2 for x in d) / (len(d) - 1) / len(d))
+    return f"{mean:+.{digits}f} ± {se:.{digits}f} ({sum(x > 0 for x in d)}/{len(d)})"
+
+
+def table(folder: Path) -> str:
+    s = json.loads((folder / "summary.json").read_text())
+    machine = json.loads((folder / "machine.json").read_text())
+    imgs = per_image(folder)
+    ref = "bicubic"
+    head = (
+        "| Method | PSNR Y | SSIM Y | PSNR vs bicubic | SSIM vs bicubic | LR-PSNR | HFEN | HF ratio "
+        "| s/image |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    )
+    lines = [head]
+    for m in s["methods"]:
+        name = m["method"]
+        vs = name != ref and ref in imgs and name in imgs
+        lines.append(
+            f"| {NAMES.get(name, name)} | {m['psnr_y']:.2f} | {m['ssim_y']:.4f} | "
+            f"{paired(imgs[name], imgs[ref], 'psnr_y', 2) if vs else '/'} | "
+            f"{paired(imgs[name], imgs[ref], 'ssim_y', 4) if vs else '/'} | {m['lr_psnr']:.2f} | "
+            f"{m['hfen_y']:.3f} | {m['hf_ratio_y']:.2f} | {m['seconds_per_image']:.3f} |"
+        )
+    p = s["provenance"]
+    lines.append("")
+    lines.append(
+        f"{p['n_images']} images, x{p['scale']}, {p['lr_source']}; `{p['command']}`; "
+        f"{machine['cpus']}-core {machine['processor']}, {p['device']}, {p['date'][:10]}."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def render(text: str, results: Path) -> str:
+    return BLOCK.sub(lambda m: m.group(1) + table(results / m.group("name")) + m.group(4), text)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "BENCHMARKS.md")
+    ap.add_argument("--results", type=Path, default=ROOT / "docs" / "results")
+    ap.add_argument("--check", action="store_true")
+    a = ap.parse_args()
+    old = a.doc.read_text()
+    new = render(old, a.results)
+    if a.check:
+        sys.exit(0 if new == old else 1)
+    if new != old:
+        a.doc.write_text(new)
+
+
+if __name__ == "__main__":
+    main()

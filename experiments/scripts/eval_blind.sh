@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Held-out evaluation of the blind models (issue 14): every LR preset a user may bring, one `ldsr evaluate` run per
+# (test set, preset, mode) with bicubic, the blind CNN baselines, the previous shipped model and the blind model.
+# Test folders come from experiments/scripts/prepare_data.py (runs/data/*_test). Reports land in runs/eval/; their
+# summary.json and results.csv (no images) are copied to docs/results/<name>/, from which
+# experiments/render_benchmarks.py renders the tables of docs/BENCHMARKS.md.
+#   bash experiments/scripts/eval_blind.sh mri        # or: histo_x4, histo_x8
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+LDSR=${LDSR:-.venv/bin/ldsr}
+set_name=$1
+case $set_name in
+  mri)      test=runs/data/mri_test;   scale=4; hr=256; presets="bicubic bsrgan kspace"
+            models=(-m bicubic -m runs/blind/srcnn_x4_mri -m runs/blind/esrgan_x4_mri -m mri-x4 -m runs/blind/mri_x4) ;;
+  histo_x4) test=runs/data/histo_test; scale=4; hr=128; presets="bicubic bsrgan"
+            models=(-m bicubic -m runs/blind/srcnn_x4_histo -m histology-x4 -m runs/blind/histology_x4) ;;
+  histo_x8) test=runs/data/histo_test; scale=8; hr=128; presets="bicubic bsrgan"
+            models=(-m bicubic -m histology-x8) ;;
+  *) echo "unknown set $set_name" >&2; exit 2 ;;
+esac
+keep=()  # only the models that exist (a baseline may not be trained yet); the report says which ran
+for ((i = 1; i < ${#models[@]}; i += 2)); do
+  m=${models[$i]}
+  if [[ $m == runs/* && ! -d $m ]]; then echo "skip $m (not trained)" >&2; else keep+=(-m "$m"); fi
+done
+for p in $presets; do
+  pairs=runs/eval/${set_name}_${p}
+  [[ -d $pairs/lr ]] || $LDSR degrade -i "$test" -o "$pairs" --scale $scale --preset "$p" --seed 0 --hr-size $hr
+  for mode in faithful sharp; do
+    if [[ $mode == faithful ]]; then extra=(); else extra=(--steps 10 --draws 1); fi
+    out=$pairs/report_$mode
+    $LDSR evaluate -i "$pairs/hr" --lr "$pairs/lr" --scale $scale "${keep[@]}" "${extra[@]}" -o "$out" --heatmaps 1
+    mkdir -p "docs/results/${set_name}_${p}_${mode}"
+    cp "$out/summary.json" "$out/results.csv" "docs/results/${set_name}_${p}_${mode}/"
+    .venv/bin/python -c 'import json, os, platform, sys; print(json.dumps({"cpus": os.cpu_count(), "machine": platform.machine(), "processor": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor()), "python": sys.version.split()[0]}))' > "docs/results/${set_name}_${p}_${mode}/machine.json"
+  done
+done
