@@ -288,3 +288,15 @@ def test_mode_sharp_writes_one_draw_and_its_spread(tmp_path: Path) -> None:
     assert sharp.exit_code == 0 and faithful.exit_code == 0, sharp.output + faithful.output
     assert (tmp_path / "s_std.png").is_file() and (tmp_path / "f_std.png").is_file()
     assert not np.array_equal(read_image(tmp_path / "s.png")[0], read_image(tmp_path / "f.png")[0])
+
+
+def test_jpeg_compressed_tiff_is_read_not_called_corrupt(tmp_path: Path) -> None:
+    """The issue's JPEG-in-TIFF (and SVS) files were 'truncated or corrupt' when the codec was missing;
+    imagecodecs is a dependency of ldsr (pyproject), so they decode."""
+    import tifffile
+
+    rgb = (_lr("histology/cmu1sr_y2700_x0900.png", 16) * 255).round().astype(np.uint8)
+    tifffile.imwrite(tmp_path / "j.tif", rgb, compression="jpeg", photometric="rgb")
+    res = _invoke("-i", tmp_path / "j.tif", "-o", tmp_path / "o.png", "-m", "bicubic")
+    assert res.exit_code == 0, res.output
+    assert read_image(tmp_path / "o.png")[0].shape == (64, 64, 3)
