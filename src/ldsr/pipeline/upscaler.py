@@ -32,7 +32,10 @@ Progress = Union[bool, Callable[[int, int], None]]
 # autoencoder and the UNet see the image border and a constant image came back with bands of 92..210 grey levels
 # along its first and last rows (mri-x4, constant 102); 8 keeps it within 105..109 (docs/BENCHMARKS.md).
 BORDER = 8
-AUTO_TILE_FACTOR = 2  # automatic tiles: this many times the model's training LR size
+# Automatic tiles: this many times the model's training LR size (mri-x4: 256 LR pixels). Smaller tiles cost PSNR:
+# on the 512^2 figshare slices tiles of 32 / 64 / 128 LR pixels lost 0.5-0.8 / 0.2-0.5 / 0.05-0.2 dB against the
+# untiled output (per-tile GroupNorm statistics and attention context), so tiling is for images too large to run whole.
+AUTO_TILE_FACTOR = 8
 SHARP_DRAWS = 4  # draws of the sharp mode when `samples` is not given: one is shown, all give the spread
 CONSISTENCY_WARN_DB = 25.0  # LR-PSNR below this (any channel) adds a warning to the result
 ZERO_LEVEL = 0.5 / 255  # LR values at or below this count as zero (background)
