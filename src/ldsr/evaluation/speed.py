@@ -11,16 +11,18 @@ import json
 import resource
 import sys
 import time
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
-LATENT_FACTOR = 4  # f of the autoencoder used for the latent model
+LATENT_FACTOR: Literal[4, 8] = 4  # f of the autoencoder used for the latent model
 
 
 class _StandInAutoencoder(nn.Module):
     """Minimal f=4 conv autoencoder with the ldsr.models.autoencoder interface, used only if that module is missing."""
+
+    scale_factor: torch.Tensor  # () buffer
 
     def __init__(self, channels: int, latent_channels: int = 3, width: int = 64) -> None:
         super().__init__()
@@ -68,6 +70,7 @@ def _autoencoder(preset: str, channels: int) -> tuple[Any, str]:
 
 def _worker(spec: dict[str, Any]) -> dict[str, Any]:
     """Build one model, warm up, time `repeats` full upscales; runs inside its own process."""
+    from ldsr.diffusion.names import SamplerName
     from ldsr.models.sr import SRConfig, build_model
     from ldsr.models.unets import count_parameters
 
@@ -82,12 +85,12 @@ def _worker(spec: dict[str, Any]) -> dict[str, Any]:
     model = build_model(cfg, channels, scale, autoencoder=ae).to(dev).eval()
     lr = (torch.rand(1, channels, hr // scale, hr // scale, generator=torch.Generator().manual_seed(0)) * 2 - 1).to(dev)
 
-    def run(sampler: str, steps: int) -> None:
+    def run(sampler: SamplerName, steps: int) -> None:
         model.upscale(
             lr,
             sampler=sampler,
             steps=steps,
-            generator=torch.Generator().manual_seed(0),  # type: ignore[arg-type]
+            generator=torch.Generator().manual_seed(0),
             decode_tile=spec.get("decode_tile", 0),
         )
         if dev.type == "cuda":
@@ -126,5 +129,39 @@ def _worker(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def upscale_bench(model: str, size: int, *, tile: int | None = None, threads: int = 0) -> dict[str, Any]:
+    """Time and peak RSS of `ldsr.load(model).upscale` (its defaults) of a random LR image giving a size^2 output.
+
+    Run one size per process (`python -m ldsr.evaluation.speed upscale <model> <size> [tile]`): peak RSS only
+    grows. `tile` None: the automatic choice; 0: untiled.
+    """
+    import numpy as np
+
+    from ldsr.pipeline import load
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    up = load(model)
+    lr = np.random.default_rng(0).random((size // up.scale, size // up.scale, up.channels or 1), dtype=np.float32)
+    t0 = time.perf_counter()
+    res = up.upscale(lr, tile=tile)
+    seconds = time.perf_counter() - t0
+    return {
+        "model": model,
+        "output": size,
+        "tile": res.tile,
+        "seconds": seconds,
+        "seconds_per_mp": seconds / (size * size / 1e6),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "model_and_imports_mb": base / 1024,
+        "threads": torch.get_num_threads(),
+    }
+
+
 if __name__ == "__main__":
-    print(json.dumps(_worker(json.loads(sys.argv[1]))))
+    if sys.argv[1] == "upscale":
+        tile_arg = int(sys.argv[4]) if len(sys.argv) > 4 else None
+        print(json.dumps(upscale_bench(sys.argv[2], int(sys.argv[3]), tile=tile_arg)))
+    else:
+        print(json.dumps(_worker(json.loads(sys.argv[1]))))
