@@ -1,0 +1,98 @@
+"""Export a colorize run as a shipped model folder: EMA weights in fp16 (buffers kept), config.json with the
+run's config (input paths made relative to the repository), and MODEL_CARD.md with the held-out table rows
+read from an `ldsr evaluate-colorization` summary.json (no typed numbers).
+
+    .venv/bin/python experiments/colorize/export.py RUN OUT_FOLDER [--summary runs/colorize/eval/summary.json]
+        [--row diffusion-latent]
+
+The folder must stay within the 25 MB budget of a shipped model (checked).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ldsr import __version__
+from ldsr.models.checkpoint import load_weights, read_info, resolve_checkpoint, save_weights
+from ldsr.models.params import count_parameters
+
+ROOT = Path(__file__).resolve().parents[2]
+LIMIT_MB = 25.0
+
+
+def _relative(value: Any) -> Any:
+    """Absolute paths inside the config -> relative to the repository root (no machine's folders shipped)."""
+    if isinstance(value, dict):
+        return {k: _relative(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_relative(v) for v in value]
+    if isinstance(value, str) and os.path.isabs(value):
+        return os.path.relpath(value, ROOT)
+    return value
+
+
+def _card(info: dict[str, Any], n_params: int, summary: Path | None, row: str) -> str:
+    cfg = info["config"]
+    col = cfg["colorize"]
+    lines = [
+        "# histology-colorize",
+        "",
+        "Colorization of grey H&E histology: `ldsr colorize -i GREY -o OUT -m histology-colorize [--samples N]`.",
+        "The output keeps the input's CIELAB L* exactly (predicted chroma recombined with the input's luminance).",
+        "",
+        f"- method: {col['method']} ({col['space']} space), UNet `{col['unet']}`, {col['schedule']} schedule, "
+        f"T = {col['timesteps']}, {col['prediction']}-prediction, sampler {col['sampler']} ({col['steps']} steps)",
+        f"- parameters (with the frozen autoencoder): {n_params:,}",
+        f"- training: {info['step']} steps, batch {cfg['train']['batch_size']}, {cfg['data']['hr_size']}-pixel crops "
+        f"of {', '.join(cfg['data']['train'])} (train split: {', '.join(cfg['data']['split_rules'])})",
+        f"- ldsr {info.get('ldsr_version')}",
+    ]
+    if summary is not None:
+        methods = json.loads(summary.read_text(encoding="utf-8"))["methods"]
+        lines += ["", f"Held-out table (`{summary}`; row `{row}` is this model):", "",
+                  "| method | PSNR (dB) | SSIM | ΔE2000 | colourfulness ratio | params | s / image |",
+                  "|---|---|---|---|---|---|---|"]  # fmt: skip
+        for name, m in methods.items():
+            lines.append(f"| {name} | {m['psnr']:.2f} | {m['ssim']:.4f} | {m['delta_e2000']:.2f} | "
+                         f"{m['colourfulness_ratio']:.3f} | {int(m['params']):,} | {m['seconds']:.3f} |")  # fmt: skip
+    lines += ["", "Data: OpenSlide CMU-1-Small-Region (CC0 1.0); Kather et al. 2016 (CC BY 4.0).", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run", type=Path)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--summary", type=Path, default=None)
+    ap.add_argument("--row", default="diffusion-latent")
+    args = ap.parse_args()
+    folder = resolve_checkpoint(args.run)
+    state, _ = load_weights(folder, ema=True)
+    info = read_info(folder)
+    if info["config"].get("task") != "colorize":
+        raise SystemExit(f"{folder}: not a colorize checkpoint")
+    info["config"] = _relative(info["config"])
+    from ldsr.config import config_from_dict
+    from ldsr.models.build import build_model
+
+    n_params = count_parameters(build_model(config_from_dict(info["config"]), state))
+    half = {k: v.half() if v.dtype == torch.float32 else v for k, v in state.items()}
+    args.out.mkdir(parents=True, exist_ok=True)
+    meta = {k: json.dumps(v) for k, v in info.items() if k not in ("ldsr_version", "ema")}
+    save_weights(args.out / "ema.safetensors", half, {**meta, "ldsr_version": __version__})
+    (args.out / "config.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+    (args.out / "MODEL_CARD.md").write_text(_card(info, n_params, args.summary, args.row), encoding="utf-8")
+    size = sum(p.stat().st_size for p in args.out.iterdir()) / 2**20
+    print(f"{args.out}: {size:.1f} MB, {n_params:,} parameters")
+    if size > LIMIT_MB:
+        raise SystemExit(f"{args.out}: {size:.1f} MB exceeds the {LIMIT_MB} MB budget of a shipped model")
+
+
+if __name__ == "__main__":
+    main()

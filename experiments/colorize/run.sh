@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Colorization (issue 17): the five trained colorizers, the held-out table and the shipped histology-colorize.
+# Run from the repository root with ../shared/data present.
+#
+#   bash experiments/colorize/run.sh train [MINUTES] [DEVICE_ARGS...]  # each model trains MINUTES (default 2)
+#   bash experiments/colorize/run.sh eval [cpu|cuda]                    # runs/colorize/eval/: summary.md / .json,
+#                                                                       #   results.csv, grid.png, <method>/*.png
+#   bash experiments/colorize/run.sh export                             # src/ldsr/assets/models/histology-colorize
+#
+# Every model gets the same wall-clock budget (train.max_minutes) on the same device; on a 2-core CPU use a
+# larger MINUTES (e.g. 60) and expect few steps. The table compares: the shipped latent diffusion model, pixel
+# diffusion, the L1 regression UNet, Zhang et al. 2016, pix2pix, the constant training-mean chroma and the grey
+# input itself (PSNR / SSIM on RGB, mean CIEDE2000, colourfulness ratio, max |dL*|, parameters, s / image).
+set -euo pipefail
+LDSR=${LDSR:-.venv/bin/ldsr}
+PY=${PY:-.venv/bin/python}
+OUT=runs/colorize
+DATA=${DATA:-../shared/data}   # the folder holding histology/ (elsewhere on a device machine: DATA=...)
+read -r -a EXTRA <<< "${EXTRA:-}"   # more overrides for every training run, e.g. EXTRA="train.batch_size=16"
+TRAIN="data.train=[$DATA/histology/cmu1-small-region/tiles150,$DATA/histology/kather2016]"
+MODELS=(diffusion_latent diffusion_pixel regression zhang pix2pix)
+
+case "${1:-}" in
+  train)
+    minutes=${2:-2}
+    for m in "${MODELS[@]}"; do
+      "$LDSR" train colorize -c "experiments/colorize/configs/$m.yaml" "train.max_minutes=$minutes" "$TRAIN" "${EXTRA[@]}"
+    done
+    ;;
+  eval)
+    device=${2:-auto}
+    "$PY" experiments/colorize/prepare.py --out "$OUT" --data "$DATA"     # held-out references + training mean chroma
+    chroma=$(cat "$OUT/mean_chroma.txt")
+    args=()
+    for m in "${MODELS[@]}"; do args+=(-m "${m//_/-}=$OUT/$m"); done
+    "$LDSR" evaluate-colorization -i "$OUT/heldout" -o "$OUT/eval" "${args[@]}" \
+      -m "mean-chroma=$chroma" -m grey=gray --grid 6 --save-images --device "$device"
+    ;;
+  export)
+    "$PY" experiments/colorize/export.py "$OUT/diffusion_latent" src/ldsr/assets/models/histology-colorize \
+      --summary "$OUT/eval/summary.json" --row diffusion-latent
+    ;;
+  *)
+    sed -n '2,15p' "$0"
+    exit 2
+    ;;
+esac
