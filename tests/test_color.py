@@ -145,7 +145,7 @@ def test_rebalance_weights_favour_rare_bins() -> None:
     w = rebalance_weights(prior, 0.5)
     assert float((prior * w).sum()) == pytest.approx(1.0)  # E_p[w] = 1 (Zhang et al. eq. 4)
     assert w[0] < w[1] < w[len(bins) // 2]  # the common bin weighs least, a never-seen one most
-    np.testing.assert_allclose(rebalance_weights(prior, 0.0), 1.0 / prior / (1.0 / prior * prior).sum() * 1.0)
+    np.testing.assert_allclose(rebalance_weights(prior, 0.0), 1.0 / prior / len(bins))  # no mixing: 1 / (Q p)
 
 
 def test_colourfulness_and_delta_e() -> None:

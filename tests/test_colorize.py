@@ -253,3 +253,28 @@ def test_evaluate_colorization_cli(tiny_run: Path, tmp_path: Path) -> None:
     assert summary["tiny"]["params"] > 0 and summary["gray"]["params"] == 0
     assert (out / "grid.png").is_file() and (out / "results.csv").read_text().count("\n") == 7
     assert isinstance(ConstantChroma((0, 0), "gray").chroma_array(np.zeros((2, 2)), 1, None, 0), np.ndarray)
+
+
+def test_latent_colorizer_on_the_shipped_autoencoder(tmp_path: Path) -> None:
+    """`colorize.autoencoder` may name a latent SR checkpoint (the shipped histology-x4): the run's checkpoint
+    carries the autoencoder's config and weights, so `ldsr colorize` rebuilds it from the checkpoint alone."""
+    import json
+
+    from ldsr.models.checkpoint import resolve_checkpoint
+
+    ae = ROOT / "src" / "ldsr" / "assets" / "models" / "histology-x4"
+    run = tmp_path / "run"
+    res = CliRunner().invoke(app, ["train", "colorize", "-c", str(ROOT / "configs" / "colorize_tiny.yaml"),
+                                   "colorize.space=latent", f"colorize.autoencoder={ae}", "train.steps=1",
+                                   "data.val_count=0", f"train.run_dir={run}"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    info = json.loads((resolve_checkpoint(run) / "config.json").read_text())
+    assert info["config"]["autoencoder"]["kind"] in ("vae", "vqvae")
+    out = tmp_path / "c.png"
+    res = CliRunner().invoke(app, ["colorize", "-i", str(ROOT / "fixtures" / "png16" / "mri16.png"), "-o", str(out),
+                                   "-m", str(run), "--steps", "1", "--device", "cpu"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    img, meta = read_image(out)
+    grey, _ = read_image(ROOT / "fixtures" / "png16" / "mri16.png")
+    assert meta.bit_depth == 16 and img.shape == (96, 96, 3)
+    assert np.abs(rgb_to_lab(img.astype(np.float64))[..., 0] - gray_to_l(grey[..., 0].astype(np.float64))).max() < 0.01
