@@ -300,3 +300,19 @@ def test_jpeg_compressed_tiff_is_read_not_called_corrupt(tmp_path: Path) -> None
     res = _invoke("-i", tmp_path / "j.tif", "-o", tmp_path / "o.png", "-m", "bicubic")
     assert res.exit_code == 0, res.output
     assert read_image(tmp_path / "o.png")[0].shape == (64, 64, 3)
+
+
+def test_a_failed_write_is_a_failure_not_a_success(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An error inside ldsr.io.atomic_path must reach the caller (the temporary file removed): the job reports
+    the file as failed instead of counting an image that was never written."""
+    import ldsr.io.write
+
+    def disk_full(*_: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    src = write_image(tmp_path / "a.png", _lr())
+    monkeypatch.setattr(ldsr.io.write, "_write_pil", disk_full)
+    res = _invoke("-i", src, "-o", tmp_path / "out" / "a.png", "-m", "bicubic")
+    assert res.exit_code == 1 and "0 succeeded, 1 failed" in res.output, res.output
+    assert "No space left on device" in res.output
+    assert not any((tmp_path / "out").iterdir())  # no output, no temporary left behind

@@ -62,6 +62,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         os.replace(tmp_path, target)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
+        raise
 
 
 def _one_line(err: BaseException, path: Path | None = None) -> str:
