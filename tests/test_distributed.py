@@ -15,6 +15,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -87,10 +88,35 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _launch(tmp_path: Path, config: Path, overrides: list[str], world: int = 2, timeout: float = 120) -> list[dict]:
-    """Run `train()` in `world` processes (gloo, 127.0.0.1); their JSON reports, by rank."""
+# A ceiling, not an expected duration (about 10 s idle; 40 s measured on the loaded 2-core machine): it only
+# decides how long a hung launch takes to fail, so it is generous for a loaded CI runner (`pytest -n 2`).
+_LAUNCH_S = 300.0
+_ADDRESS_IN_USE = ("eaddrinuse", "address already in use")
+
+
+def _launch(
+    tmp_path: Path, config: Path, overrides: list[str], world: int = 2, timeout: float = _LAUNCH_S
+) -> list[dict]:
+    """Run `train()` in `world` processes (gloo, 127.0.0.1); their JSON reports, by rank. The rendezvous port is
+    free when picked but can be taken before rank 0 listens on it (another test's launch under `pytest -n`):
+    then the launch is repeated on a new port (rank 0 fails at once with EADDRINUSE, before writing anything)."""
+    for _attempt in range(3):
+        codes, logs = _run_ranks(tmp_path, config, overrides, world, timeout)
+        if all(c == 0 for c in codes) or not any(m in log.lower() for log in logs for m in _ADDRESS_IN_USE):
+            break
+    for rank, (code, log) in enumerate(zip(codes, logs)):
+        assert code == 0, f"rank {rank} exited with {code}:\n{log[-4000:]}"
+    return [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(world)]
+
+
+def _run_ranks(
+    tmp_path: Path, config: Path, overrides: list[str], world: int, timeout: float
+) -> tuple[list[int], list[str]]:
+    """Start the ranks on a fresh port and wait for all of them; as soon as one fails the others are killed
+    (they would wait for it in a collective until `timeout`). Exit codes and logs (files, not pipes: a chatty
+    rank can never block on a full pipe while the others wait for it)."""
     port = _free_port()
-    procs, outs = [], []
+    procs, log_paths = [], []
     for rank in range(world):
         env = {k: v for k, v in os.environ.items() if not k.startswith(("ACCELERATE_", "TORCHELASTIC_"))}
         env.update(
@@ -101,24 +127,30 @@ def _launch(tmp_path: Path, config: Path, overrides: list[str], world: int = 2, 
         )  # fmt: skip
         if Path("/sys/class/net/lo").exists():
             env["GLOO_SOCKET_IFNAME"] = "lo"
-        out = tmp_path / f"rank{rank}.json"
-        outs.append(out)
-        procs.append(subprocess.Popen(
-            [sys.executable, "-c", WORKER, str(config), str(out), *overrides],
-            env=env, cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        ))  # fmt: skip
-    logs = []
+        (tmp_path / f"rank{rank}.json").unlink(missing_ok=True)
+        log_paths.append(tmp_path / f"rank{rank}.log")
+        with open(log_paths[-1], "wb") as log:
+            procs.append(subprocess.Popen(
+                [sys.executable, "-c", WORKER, str(config), str(tmp_path / f"rank{rank}.json"), *overrides],
+                env=env, cwd=str(tmp_path), stdout=log, stderr=subprocess.STDOUT,
+            ))  # fmt: skip
+    deadline, killed = time.monotonic() + timeout, []
     try:
-        for p in procs:
-            logs.append(p.communicate(timeout=timeout)[0])
+        while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+            if any(p.poll() not in (None, 0) for p in procs):
+                break  # one rank failed: the others would wait for it
+            time.sleep(0.1)
     finally:
-        for p in procs:
+        for rank, p in enumerate(procs):
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    for rank, (p, log) in enumerate(zip(procs, logs)):
-        assert p.returncode == 0, f"rank {rank} exited with {p.returncode}:\n{log[-4000:]}"
-    return [json.loads(o.read_text()) for o in outs]
+                killed.append(rank)
+    why = "another rank failed" if time.monotonic() < deadline else f"still running after {timeout:g} s"
+    logs = [(f"[killed: {why}]\n" if r in killed else "") + path.read_text(errors="replace")
+            for r, path in enumerate(log_paths)]  # fmt: skip
+    codes = [int(p.returncode) for p in procs]
+    return codes, logs
 
 
 def _hash(sd: dict[str, torch.Tensor]) -> str:

@@ -3,9 +3,16 @@ one real-model run)."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -408,38 +415,61 @@ def test_real_autoencoder_then_latent_sr(tmp_path: Path) -> None:
     assert all(torch.equal(own[k], v) for k, v in ema.items() if k.startswith("unet."))
 
 
-def _start_long_training(run: Path, *overrides: str, new_session: bool = False):  # noqa: ANN202
-    """`ldsr train baseline` (tiny SRCNN, 10^6 steps) in a subprocess, returned once it has logged 3 steps."""
-    import os
-    import subprocess
-    import sys
-    import time
+# Ceilings for the subprocess runs below, not expected durations (a few seconds each on an idle machine): on a
+# loaded 2-core CI runner (`pytest -n 2`, other jobs) starting Python + torch + accelerate can take a minute.
+# They only decide how long a broken run takes to fail; a passing run returns as soon as it is done.
+_START_S = 300.0
+_STOP_S = 300.0
 
+
+@contextlib.contextmanager
+def _long_training(run: Path, *overrides: str, new_session: bool = False) -> Iterator[subprocess.Popen[bytes]]:
+    """`ldsr train baseline` (tiny SRCNN, 10^6 steps) in a subprocess, yielded once it has logged 3 steps.
+    Its stderr goes to `run.parent / "stderr.txt"` (a file: tqdm's bar can never fill a pipe and block it).
+    Whatever happens, the run (its whole process group with `new_session`) is killed on the way out."""
     args = [sys.executable, "-m", "ldsr", "train", "baseline", "-c", str(TINY / "srcnn.yaml"),
             "train.steps=1000000", "train.ckpt_every=0", "train.val_every=0", "train.log_every=1",
             *overrides, f"train.run_dir={run}"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=new_session)  # fmt: skip
-    log = run / "log.csv"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if log.exists() and len(log.read_text().splitlines()) > 3:
-            break
-        time.sleep(0.2)
-    assert proc.poll() is None, proc.communicate()[1]
-    return proc
+    with open(run.parent / "stderr.txt", "wb") as err:
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, env=env, start_new_session=new_session)
+    try:
+        log = run / "log.csv"
+        deadline = time.monotonic() + _START_S
+        while proc.poll() is None and not (log.exists() and len(log.read_text().splitlines()) > 3):
+            assert time.monotonic() < deadline, f"no 3 logged steps within {_START_S:g} s: {_stderr(run)}"
+            time.sleep(0.1)
+        assert proc.poll() is None, f"exit {proc.returncode} before the signal: {_stderr(run)}"
+        yield proc
+    finally:
+        if proc.poll() is None:
+            if new_session:
+                os.killpg(proc.pid, signal.SIGKILL)
+            else:
+                proc.kill()
+            proc.wait()
+
+
+def _stderr(run: Path) -> str:
+    return (run.parent / "stderr.txt").read_text(errors="replace")[-4000:]
+
+
+def _wait(proc: subprocess.Popen[bytes], run: Path) -> str:
+    """The exit of a signalled run; its stderr."""
+    try:
+        proc.wait(timeout=_STOP_S)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"still running {_STOP_S:g} s after the signal: {_stderr(run)}")
+    return _stderr(run)
 
 
 def test_sigterm_checkpoints_and_resumes(tmp_path: Path) -> None:
     """SIGTERM (a scheduler's preemption, `timeout`) ends the run after its step with a checkpoint; --resume
     then continues from that step."""
-    import signal
-
     run = tmp_path / "run"
-    proc = _start_long_training(run)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
+    with _long_training(run) as proc:
+        proc.send_signal(signal.SIGTERM)
+        err = _wait(proc, run)
     assert proc.returncode == 0, err
     assert "SIGTERM: stopping at step" in err
     latest = ck.latest_checkpoint(run)
@@ -476,26 +506,35 @@ def test_precision_can_change_between_runs_in_one_process(tmp_path: Path) -> Non
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
 def test_signal_to_process_group_with_loader_workers(tmp_path: Path, sig: str) -> None:
     """Ctrl-C (SIGINT) and SLURM (SIGTERM) signal the whole process group, loader workers included: the run
-    still ends with a checkpoint and exit code 0."""
-    import os
-    import signal
-
+    still ends with a checkpoint and exit code 0 (the workers ignore the signal, so torch's SIGCHLD check
+    cannot raise "DataLoader worker ... is killed by signal" in the middle of the stop), no worker left."""
     run = tmp_path / "run"
-    proc = _start_long_training(run, "data.num_workers=1", new_session=True)
-    os.killpg(proc.pid, getattr(signal, sig))
-    _, err = proc.communicate(timeout=120)
+    with _long_training(run, "data.num_workers=1", new_session=True) as proc:
+        os.killpg(proc.pid, getattr(signal, sig))
+        err = _wait(proc, run)
     assert proc.returncode == 0, err
-    assert f"{sig}: stopping at step" in err
+    assert f"{sig}: stopping at step" in err and "DataLoader worker" not in err
     latest = ck.latest_checkpoint(run)
     assert latest is not None and int(latest.name.removeprefix("step_")) >= 3
+    # the workers left with the run: nothing of its process group is alive
+    deadline = time.monotonic() + 30.0
+    while _group_alive(proc.pid):
+        assert time.monotonic() < deadline, "a loader worker outlived the run"
+        time.sleep(0.1)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def test_loader_failure_after_a_signal_still_checkpoints(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """When the signal also ended the loader (its workers got it too), the step in progress is dropped and the
-    run stops at the last completed step with a checkpoint; without a signal the loader's error propagates."""
-    import os
-    import signal
-
+    """When the loader fails after a stop signal (a worker lost to it before its `ignore_interrupt` ran, or
+    killed outright), the step in progress is dropped and the run stops at the last completed step with a
+    checkpoint; without a signal the loader's error propagates."""
     import ldsr.data.datasets as data
 
     build = data.build_train_dataset
@@ -530,3 +569,60 @@ def test_loader_failure_after_a_signal_still_checkpoints(tmp_path: Path, monkeyp
     cfg = load_config(TINY / "srcnn.yaml", ["train.steps=3", f"train.run_dir={tmp_path / 'broken'}"])
     with pytest.raises(RuntimeError, match="corrupt sample"):
         train(cfg, progress=False)
+
+
+def test_loader_workers_ignore_stop_signals_and_close() -> None:
+    """A worker started with `ignore_interrupt` survives SIGTERM and SIGINT (the loader keeps delivering), and
+    `close_loader` ends it at once."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from ldsr.training.stop import close_loader, ignore_interrupt
+
+    ds = TensorDataset(torch.arange(64.0))
+    loader = DataLoader(ds, batch_size=4, num_workers=1, worker_init_fn=ignore_interrupt, persistent_workers=True)
+    it = iter(loader)
+    try:
+        assert next(it)[0].tolist() == [0.0, 1.0, 2.0, 3.0]  # the worker is past its worker_init_fn
+        (worker,) = it._workers  # type: ignore[attr-defined]  # torch's private list of worker processes
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            os.kill(worker.pid, sig)  # an ignored signal is discarded when sent: nothing left pending
+        assert worker.is_alive()
+        assert [next(it)[0].tolist() for _ in range(2)] == [[4.0, 5.0, 6.0, 7.0], [8.0, 9.0, 10.0, 11.0]]
+    finally:
+        close_loader(it)
+    assert not worker.is_alive()
+    close_loader(it)  # idempotent; and a no-op for a loader without workers
+    close_loader(iter(DataLoader(ds)))
+
+
+def test_stop_request_forgives_a_dead_worker_only_during_a_stop() -> None:
+    """Torch's SIGCHLD handler raises "DataLoader worker ... is killed by signal" wherever the main thread is;
+    inside StopRequest that error is recorded, not raised, once a stop was asked for (the worker died from the
+    stop signal); before, and for any other error, it propagates. Handlers are restored on exit."""
+    from ldsr.training.stop import StopRequest
+
+    message = ["DataLoader worker (pid 4242) is killed by signal: Terminated."]
+
+    def torch_like(signum: int, frame: object) -> None:
+        raise RuntimeError(message[0])
+
+    old_chld = signal.signal(signal.SIGCHLD, torch_like)
+    old_term = signal.getsignal(signal.SIGTERM)
+    try:
+        with StopRequest() as stop:
+            handler = signal.getsignal(signal.SIGCHLD)
+            assert callable(handler) and handler is not torch_like
+            with pytest.raises(RuntimeError, match="killed by signal"):
+                handler(signal.SIGCHLD, None)  # no stop asked for: torch's behaviour
+            os.kill(os.getpid(), signal.SIGTERM)  # recorded by StopRequest (the process goes on)
+            assert stop.signum == signal.SIGTERM
+            handler(signal.SIGCHLD, None)
+            assert stop.lost_worker == message[0]
+            message[0] = "something else"
+            with pytest.raises(RuntimeError, match="something else"):
+                handler(signal.SIGCHLD, None)
+        assert signal.getsignal(signal.SIGCHLD) is torch_like
+        assert signal.getsignal(signal.SIGTERM) == old_term
+    finally:
+        signal.signal(signal.SIGCHLD, old_chld)
+        signal.signal(signal.SIGTERM, old_term)

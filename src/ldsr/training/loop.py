@@ -10,8 +10,8 @@ states are stored as safetensors + JSON (no pickle). SIGTERM / SIGINT and `train
 its step with a checkpoint (`ldsr.training.stop`).
 
 `train()` reads as its parts: `_setup` (accelerator, data, model, optimizers), `_resume`, `_train_step` (one
-optimizer step over `grad_accum` micro-batches), `_after_step` (schedules, EMA, log, validation, checkpoint,
-stop), `_save` and `_finish`.
+optimizer step over `grad_accum` micro-batches), `_after_step` (schedules, EMA, stop check, log, validation),
+`_checkpoint_step`, `_save` and `_finish`.
 
 Multi-process (`accelerate launch --num_processes N`, DDP): the loss methods are reached through the
 forward of `_LossModule` (``mode="loss"`` -> `training_loss`, ``mode="disc"`` -> `discriminator_loss`), the
@@ -43,7 +43,7 @@ from ldsr.training.ema import EMA, ema_applied
 from ldsr.training.optim import Optimizers, build_optimizers
 from ldsr.training.rng import isolated_rng, rng_state, seed_everything, set_rng_state
 from ldsr.training.runlog import RunLog
-from ldsr.training.stop import StopRequest, any_process, ignore_interrupt
+from ldsr.training.stop import StopRequest, any_process, close_loader, ignore_interrupt
 from ldsr.training.validate import validate
 
 if TYPE_CHECKING:
@@ -366,8 +366,9 @@ def _train_step(
         try:
             raw_batch = next(batches)
         except Exception:
-            # A signal sent to the whole process group (SLURM's SIGTERM) can end the loader workers first;
-            # then this step is dropped and the run stops at the last completed one.
+            # The workers ignore SIGINT / SIGTERM (`ignore_interrupt`), but one can still be lost to the stop
+            # signal (sent to the whole process group before its worker_init_fn ran) or killed outright; then
+            # this step is dropped and the run stops at the last completed one.
             if stop.signum is None or run.world > 1:
                 raise
             run.opts.zero_grad()
@@ -425,10 +426,10 @@ def _log_step(
 
 
 def _after_step(
-    run: _Run, prog: _Progress, stop: StopRequest, logs: Mapping[str, float], log: RunLog | None, bar: Any, end: int
-) -> bool:
-    """Everything after an optimizer step: schedules and EMA, the stop check, the log row, the checkpoint.
-    True when the run stops here."""
+    run: _Run, prog: _Progress, stop: StopRequest, logs: Mapping[str, float], log: RunLog | None, bar: Any
+) -> float:
+    """Everything after an optimizer step but its checkpoint: schedules and EMA, the stop check (sets
+    `prog.stopped_by`), the log row. Returns the training seconds at the end of the step (for its checkpoint)."""
     tc = run.tc
     lr = _advance(run, prog, logs)
     seconds = prog.seconds()
@@ -441,6 +442,12 @@ def _after_step(
     _log_step(run, prog, log, bar, lr, seconds, signal_stop=stop.signum is not None)
     if bar is not None:
         bar.update(1)
+    return seconds
+
+
+def _checkpoint_step(run: _Run, prog: _Progress, seconds: float, end: int) -> None:
+    """The checkpoint of the step that just ended, when due: every `ckpt_every` steps, at `end` and at a stop."""
+    tc = run.tc
     step, stopping = prog.step, prog.stopped_by is not None
     if (tc.ckpt_every > 0 and step % tc.ckpt_every == 0) or step == end or stopping:
         if not (run.measure_scale and (step == tc.steps or stopping)):  # saved by _finish, with the scale
@@ -448,7 +455,6 @@ def _after_step(
             prog.last_saved = step
     if stopping and run.is_main:
         print(f"{prog.stopped_by}: stopping at step {step} of {tc.steps}; continue with --resume", file=sys.stderr)
-    return stopping
 
 
 def _stop_without_step(run: _Run, prog: _Progress, stop: StopRequest) -> None:
@@ -561,25 +567,33 @@ def train(
     if run.is_main:
         run.run_dir.mkdir(parents=True, exist_ok=True)
     log = RunLog(run.run_dir, prog.step if resume_from is not None else None) if run.is_main else None
-    batches = _batches(run, prog)
-    prog.t0 = time.perf_counter()
-    end = run.tc.steps if stop_after is None else min(run.tc.steps, prog.step + stop_after)
     bar = None
     if progress and run.is_main:
         from tqdm import tqdm
 
         bar = tqdm(total=run.tc.steps, initial=prog.step, desc=f"train {cfg.task}", dynamic_ncols=True, file=sys.stderr)
+    batches = _batches(run, prog)
+    prog.t0 = time.perf_counter()
+    end = run.tc.steps if stop_after is None else min(run.tc.steps, prog.step + stop_after)
     run.net.train()
     try:
-        with StopRequest() as stop:
+        with StopRequest() as stop:  # entered after the loader's iterator exists (see StopRequest)
             while prog.step < end:
                 logs = _train_step(run, batches, stop, prog.step)
                 if logs is None:
+                    close_loader(batches)
                     _stop_without_step(run, prog, stop)
                     break
-                if _after_step(run, prog, stop, logs, log, bar, end):
+                seconds = _after_step(run, prog, stop, logs, log, bar)
+                if prog.stopped_by is not None:
+                    # The loader is not needed any more: its workers leave before the checkpoint is written,
+                    # and torch stops watching them (its SIGCHLD check cannot fire during the write).
+                    close_loader(batches)
+                _checkpoint_step(run, prog, seconds, end)
+                if prog.stopped_by is not None:
                     break
     finally:
+        close_loader(batches)  # every way out (its workers ignore SIGTERM: none may outlive the call)
         if bar is not None:
             bar.close()
         if log is not None:
