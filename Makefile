@@ -19,6 +19,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests scripts experiments
 	$(BIN)/ruff format --check src tests scripts experiments
+	$(BIN)/mypy
 
 test: lint
 	$(BIN)/python -m pytest -n 2 tests
