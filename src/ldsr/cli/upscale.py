@@ -33,7 +33,7 @@ from ldsr.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from ldsr.cli.upscale_plan import Chooser, Plan, Request
+    from ldsr.cli.upscale_plan import Chooser, Item, Plan, Request
     from ldsr.io import ImageMeta
     from ldsr.io.batch import BatchResult
     from ldsr.pipeline import Upscaler, UpscaleResult
@@ -80,6 +80,8 @@ class RunOptions:
     precision: str
     device: str
     mode: str | None = None
+    tile: int | None = None  # LR pixels of the denoiser tiles (None: automatic, 0: off)
+    tile_overlap: int | None = None
 
 
 def _load_models(names: set[str], scale: int | None, device: str, cache: dict[str, Upscaler]) -> dict[str, Upscaler]:
@@ -174,6 +176,9 @@ def _call_options(up: Upscaler, opts: RunOptions, progress: JobProgress) -> dict
                               samples=opts.draws, reduce=opts.reduce, progress=False)  # fmt: skip
     if opts.decode_tile is not None or "tile" not in params:  # None: the upscaler's automatic choice
         kw["decode_tile"] = opts.decode_tile or 0
+    for name in ("tile", "tile_overlap"):
+        if getattr(opts, name) is not None and name in params:
+            kw[name] = getattr(opts, name)
     if "mode" in params:
         kw["mode"] = opts.mode
     elif opts.mode not in (None, "faithful"):
@@ -189,15 +194,37 @@ def _call_options(up: Upscaler, opts: RunOptions, progress: JobProgress) -> dict
     return kw
 
 
-def _infer(up: Upscaler, images: list[np.ndarray], opts: RunOptions, progress: JobProgress) -> list[UpscaleResult]:
-    """One network batch, under autocast when --precision asks for bf16 / fp16."""
+def _autocast(up: Upscaler, opts: RunOptions) -> Any:
+    """torch.autocast when --precision asks for bf16 / fp16 (a no-op context for fp32)."""
     import torch
 
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(opts.precision)
+    return torch.autocast(up.device.type, dtype=dtype, enabled=dtype is not None)
+
+
+def _infer(up: Upscaler, images: list[np.ndarray], opts: RunOptions, progress: JobProgress) -> list[UpscaleResult]:
+    """One network batch, under autocast when --precision asks for bf16 / fp16."""
     kw = _call_options(up, opts, progress)
     progress.stage("sampling" if up.kind in ("latent", "pixel") else "upscaling")
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(opts.precision)
-    with torch.autocast(up.device.type, dtype=dtype, enabled=dtype is not None):
+    with _autocast(up, opts):
         return up.upscale_batch(images, **kw)
+
+
+def _run_volume(it: Item, up: Upscaler, req: Request, opts: RunOptions, progress: JobProgress) -> list[str]:
+    """A NIfTI volume upscaled slice by slice into a NIfTI volume (`upscale_volume`); its warnings."""
+    from ldsr.pipeline.regions import upscale_volume
+
+    kw = _call_options(up, opts, progress)
+    kw.pop("std", None)  # the volume keeps the image, not the draws
+    if opts.reduce == "none":
+        kw["reduce"] = "mean"
+
+    def report(done: int, total: int) -> None:
+        progress.stage(f"slice {done}/{total}")
+
+    with _autocast(up, opts):
+        res = upscale_volume(up, it.src, it.outputs[0], req.axis, on_slice=report, **kw)
+    return list(res.warnings)
 
 
 def _write(out: Path, meta: ImageMeta, res: UpscaleResult, up: Upscaler, opts: RunOptions) -> None:
@@ -252,6 +279,19 @@ def _run(
             progress.done(f"{it.src} -> {out} ({up.name}, {per_image:.1f} s)")
 
     for it in plan.items:
+        if it.volume:
+            started = time.perf_counter()
+            try:
+                warnings = _run_volume(it, models[it.model], req, opts, progress)
+            except (ValueError, OSError, RuntimeError) as e:
+                _fail(result, progress, it.src, e, len(it.frames))
+                continue
+            result.ok.append(it.outputs[0])
+            for warning in warnings:
+                progress.note(f"warning: {it.src}: {warning}")
+            took = time.perf_counter() - started
+            progress.done(f"{it.src} -> {it.outputs[0]} ({models[it.model].name}, {took:.1f} s)", len(it.frames))
+            continue
         progress.stage(f"reading {it.src.name}")
         try:
             frames = read_frames(it.src, axis=req.axis)
@@ -279,9 +319,105 @@ def _fail(result: BatchResult[Path], progress: JobProgress, path: Path, e: Excep
     progress.done(f"{path}: FAILED", n)
 
 
+SLIDE_INPUTS = (".svs", ".tif", ".tiff")
+SLIDE_OUTPUTS = (".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class SlideJob:
+    """A whole-slide region to upscale into a pyramidal BigTIFF (`ldsr.pipeline.regions.upscale_region`)."""
+
+    src: Path
+    out: Path
+    region: tuple[int, int, int, int] | None
+    level: int
+    tile: int | None
+    tile_overlap: int | None
+
+
+def _is_slide_job(input: Path, region: str | None, level: int | None) -> bool:
+    """--region / --level ask for one; an .svs input is always one (a whole level when no region is given)."""
+    return region is not None or level is not None or (input.is_file() and input.suffix.lower() == ".svs")
+
+
+def _plan_slide(job: SlideJob, model: str | None, scale: int | None, device: str) -> tuple[Upscaler, str]:
+    """Every check of a slide job before computing: output suffix, the region inside the level, the model and
+    its channels. Returns the model and a one-line description; exits with one error line otherwise."""
+    from ldsr.io import ImageError
+    from ldsr.io.wsi import Slide, to_unit
+
+    if not job.src.is_file():
+        fail(f"{job.src}: --region / --level need a slide file (SVS or tiled TIFF)")
+    if job.src.suffix.lower() not in SLIDE_INPUTS:
+        fail(f"{job.src}: --region / --level need an SVS or TIFF slide (got {job.src.suffix or 'no suffix'})")
+    if job.out.suffix.lower() not in SLIDE_OUTPUTS or job.out.is_dir():
+        fail(f"{job.out}: a slide region is written as a pyramidal BigTIFF; name a .tif or .tiff output file")
+    if job.out.resolve() == job.src.resolve():
+        fail(f"{job.out}: would overwrite the input; choose another -o")
+    cache: dict[str, Upscaler] = {}
+    try:
+        with Slide(job.src) as slide:
+            level = job.level
+            if not 0 <= level < len(slide.info.levels):
+                slide.check_region(0, 0, 1, 1, level)
+            lv = slide.info.levels[level]
+            x, y, w, h = job.region or (0, 0, lv.width, lv.height)
+            slide.check_region(x, y, w, h, level)
+            sw, sh = min(w, 256), min(h, 256)  # a central sample for the automatic model choice
+            sample = to_unit(slide.read_region(x + (w - sw) // 2, y + (h - sh) // 2, sw, sh, level))
+        name, _ = _chooser(model, scale, device, cache)(sample, "tiff")
+        up = _load_models({name}, scale, device, cache)[name]
+    except ImageError as e:
+        fail(str(e), 1)
+    except ValueError as e:
+        fail(str(e))
+    if up.channels is not None and up.channels != sample.shape[2]:
+        fail(f"{job.src}: the slide has {sample.shape[2]} channel(s) but {up.name} takes {up.channels}")
+    mpp = lv.mpp
+    size = f"{w * up.scale}x{h * up.scale}" + (f", {mpp[0] / up.scale:.4g} um/pixel" if mpp else "")
+    return up, f"{job.src} level {level} region {x},{y},{w},{h} -> {job.out} ({up.name}, x{up.scale}, {size})"
+
+
+def _slide_command(job: SlideJob, model: str | None, scale: int | None, opts: RunOptions, dry_run: bool,
+                   quiet: bool) -> None:  # fmt: skip
+    """Plan (every check), then upscale the region chunk by chunk into the pyramid; exit 0 / 1 / 2."""
+    from ldsr.pipeline.regions import upscale_region
+
+    up, line = _plan_slide(job, model, scale, opts.device)
+    if dry_run:
+        typer.echo(line)
+        typer.echo("dry run: 1 slide region, 0 files refused")
+        raise typer.Exit(0)
+    progress = JobProgress(1, desc="upscale", quiet=quiet)
+    kw = _call_options(up, opts, progress)
+    for key in ("progress", "std", "tile", "tile_overlap", "seed"):
+        kw.pop(key, None)
+    if opts.reduce == "none":
+        kw["reduce"] = "mean"
+
+    def report(done: int, total: int) -> None:
+        progress.stage(f"chunk {done}/{total}")
+
+    started = time.perf_counter()
+    try:
+        with _autocast(up, opts):
+            res = upscale_region(up, job.src, job.out, job.region, job.level, tile=job.tile,
+                                 tile_overlap=job.tile_overlap, seed=opts.seed, on_chunk=report, **kw)  # fmt: skip
+    except (ValueError, OSError, RuntimeError) as e:
+        progress.close()
+        fail(str(e), 1)
+    for warning in res.warnings:
+        progress.note(f"warning: {job.src}: {warning}")
+    progress.done(f"{line} ({time.perf_counter() - started:.1f} s)")
+    progress.close()
+    levels = ", ".join(f"{w}x{h}" for h, w in res.levels)
+    typer.echo(f"upscale ({up.name} x{up.scale}): {res.chunks} chunks -> {job.out} (levels {levels})")
+
+
 OUTPUT_HELP = (
-    "Output file (one input; .png .jpg .tif, .dcm for DICOM input) or folder. Folder outputs are named "
-    "<stem>.png (.dcm for DICOM), <stem>_f<k> per frame; inputs sharing a stem keep their whole name (x.tif.png)."
+    "Output file (one input; .png .jpg .tif, .dcm for DICOM input, .nii/.nii.gz for a NIfTI volume, .tif for a "
+    "slide region) or folder. Folder outputs are named <stem>.png (.dcm for DICOM, <stem>.nii.gz for a NIfTI volume), "
+    "<stem>_f<k> per frame; inputs sharing a stem keep their whole name (x.tif.png)."
 )
 MODEL_OPTION = typer.Option(
     None,
@@ -318,6 +454,30 @@ MODE_OPTION = typer.Option(
 )
 
 
+REGION_OPTION = typer.Option(
+    None,
+    "--region",
+    metavar="X,Y,W,H",
+    show_default="the whole level (SVS input)",
+    help="Whole-slide (SVS / tiled TIFF) input: upscale this region (pixels of --level) into a tiled pyramidal "
+    "BigTIFF (-o NAME.tif) with the pixel size divided by the scale, chunk by chunk in bounded memory.",
+)
+LEVEL_OPTION = typer.Option(
+    None, "--level", min=0, show_default="0 (full resolution)", help="Whole-slide input: the pyramid level to read."
+)
+TILE_OPTION = typer.Option(
+    None,
+    "--tile",
+    min=0,
+    show_default="automatic: tiles of 8x the training size when the image is larger",
+    help="Diffusion models: the denoiser runs on overlapping tiles of this many LR pixels, blended at every step "
+    "(bounded memory, linear time; 0: off).",
+)
+TILE_OVERLAP_OPTION = typer.Option(
+    None, "--tile-overlap", min=0, show_default="tile / 4", help="LR pixels shared by neighbouring denoiser tiles."
+)
+
+
 def upscale_command(
     input: Path = input_option("An LR image or a folder of them (searched recursively)."),
     output: Path = output_option(OUTPUT_HELP),
@@ -345,6 +505,10 @@ def upscale_command(
     batch: int = typer.Option(1, "--batch", min=1, help="Images of one size and model upscaled in one network batch."),
     decode_tile: Optional[int] = DECODE_TILE_OPTION,
     mode: Optional[Mode] = MODE_OPTION,
+    tile: Optional[int] = TILE_OPTION,
+    tile_overlap: Optional[int] = TILE_OVERLAP_OPTION,
+    region: Optional[str] = REGION_OPTION,
+    level: Optional[int] = LEVEL_OPTION,
     device: Device = device_option(),
     precision: Precision = precision_option(),
     dry_run: bool = dry_run_option(),
@@ -360,6 +524,21 @@ def upscale_command(
     draws = draws if draws is not None else samples
     dev = resolve_device(device)
     check_precision(precision, dev)
+    if tile is not None and tile_overlap is not None and tile and tile_overlap >= tile:
+        fail(f"--tile-overlap must be smaller than --tile, got {tile_overlap} >= {tile}")
+    opts = RunOptions(None if sampler is None else str(sampler), steps, eta, seed, draws, str(reduce), std_map,
+                      batch, decode_tile, str(precision), dev, None if mode is None else str(mode), tile,
+                      tile_overlap)  # fmt: skip
+    if _is_slide_job(input, region, level):
+        from ldsr.pipeline.regions import parse_region
+
+        try:
+            box = None if region is None else parse_region(region)
+        except ValueError as e:
+            fail(f"--region: {e}")
+        _slide_command(SlideJob(input, output, box, level or 0, tile, tile_overlap), model, scale, opts, dry_run,
+                       quiet)  # fmt: skip
+        return
     req = Request(input, output, None if channels is None else channels.value, frames, axis, std_map,
                   keep_draws=reduce == ReduceChoice.none)  # fmt: skip
     plan, models = _plan(req, model, scale, dev, quiet, draws, None if mode is None else str(mode))
@@ -371,8 +550,6 @@ def upscale_command(
     for it in plan.items:
         if it.fmt == "nifti" and it.outputs and suffix_of(it.outputs[0]) != suffix_of(it.src):
             progress.note(f"note: {it.src}: {'; '.join(it.notes)}")  # a format change is said, not silent
-    opts = RunOptions(None if sampler is None else str(sampler), steps, eta, seed, draws, str(reduce), std_map,
-                      batch, decode_tile, str(precision), dev, None if mode is None else str(mode))  # fmt: skip
     result = _run(plan, models, req, opts, progress)
     progress.close()
     used = ", ".join(sorted({f"{models[it.model].name} x{models[it.model].scale}" for it in plan.items})) or "none"

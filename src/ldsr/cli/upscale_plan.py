@@ -13,6 +13,10 @@ Output names (documented in the README and `ldsr upscale --help`):
   suffix `.dcm` for DICOM inputs and `.png` for all others;
 - a file with several frames / slices processed whole (`--frames all`, the default) gives one output per frame,
   `<stem>_f<k>` with k the frame (DICOM, TIFF page) or slice (NIfTI, along `--axis`) index, zero-padded;
+- a NIfTI volume stays a volume (`ldsr.pipeline.regions.upscale_volume`: in-plane, slice by slice along
+  `--axis`, voxel size and affine updated) when `-o` names a .nii / .nii.gz file, and in a folder job with
+  `--frames all` (the default), as `<stem>.nii.gz` (`.nii` for a .nii input); `-o NAME.png` or `--frames
+  middle|N` give 2D slices as above;
 - two inputs that would share an output name (x.png and x.tif in one folder): the input whose suffix already is
   the output's keeps `x.png`, the others keep their whole name (`x.tif.png`). Names that still collide stop the
   job before it starts, naming the files.
@@ -36,7 +40,8 @@ CHANNELS_OF: dict[str, int] = {"grey": 1, "rgb": 3}
 MIN_SIDE = 8  # LR pixels: below this an image holds too little for x2 - x8 SR (and for reflect padding)
 ALPHA_NOTE = "alpha channel dropped"
 VOLUME_SUFFIXES = (".nii", ".nii.gz")
-NIFTI_NOTE = "written as PNG slices (ldsr does not write NIfTI yet)"
+NIFTI_NOTE = "written as PNG slices (-o NAME.nii.gz, or a folder with --frames all, keeps the volume)"
+VOLUME_NOTE = "upscaled in-plane slice by slice, written as a NIfTI volume (voxel size and affine updated)"
 # Suffixes that make `-o NAME` look like one image file rather than a folder.
 IMAGE_LIKE = {*SUFFIXES, *OUTPUT_SUFFIXES, ".webp", ".bmp", ".gif", ".jp2", ".heic"}
 
@@ -71,8 +76,9 @@ class Item:
     n_frames: int
     model: str
     notes: list[str] = field(default_factory=list)
-    outputs: list[Path] = field(default_factory=list)  # one per frame
+    outputs: list[Path] = field(default_factory=list)  # one per frame (one for a volume)
     extras: list[Path] = field(default_factory=list)  # std maps, single draws
+    volume: bool = False  # a NIfTI volume written back as one NIfTI volume
 
 
 @dataclass
@@ -139,8 +145,6 @@ def inspect_file(path: Path, req: Request, choose: Chooser) -> Item:
         notes.append(f"converted to {req.channels} as --channels asked")
     if len(frames) > 1:
         notes.append(f"{len(picked)} of {len(frames)} {'slices' if meta.format == 'nifti' else 'frames'}")
-    if meta.format == "nifti":
-        notes.append(NIFTI_NOTE)
     return Item(path, meta.format, picked, len(frames), model, notes)
 
 
@@ -170,7 +174,11 @@ def check_output_format(req: Request, single: bool) -> None:
         return
     suffix = suffix_of(req.output)
     if suffix in VOLUME_SUFFIXES:
-        raise JobError(f"{req.output}: NIfTI output is not supported; write slices with -o FOLDER or -o NAME.png")
+        if suffix_of(req.input) not in VOLUME_SUFFIXES:
+            raise JobError(f"{req.output}: NIfTI output needs a NIfTI volume input (got {req.input.name})")
+        if req.frames != "all":
+            raise JobError(f"{req.output}: NIfTI output keeps the whole volume; --frames picks 2D slices (-o NAME.png)")
+        return
     if suffix not in OUTPUT_SUFFIXES:
         raise JobError(f"{req.output}: unsupported output format {suffix} (supported: {', '.join(OUTPUT_SUFFIXES)})")
     if suffix == ".dcm" and suffix_of(req.input) not in (".dcm", ""):
@@ -190,13 +198,15 @@ def _base_output(item: Item, req: Request, single: bool, whole_name: bool) -> tu
     if single and _is_file_output(req):
         return req.output, suffix_of(req.output)
     suffix = ".dcm" if item.fmt == "dicom" else ".png"
+    if item.volume:
+        suffix = suffix_of(item.src) if suffix_of(item.src) in VOLUME_SUFFIXES else ".nii.gz"
     rel = item.src.relative_to(req.input) if not single else Path(item.src.name)
     name = rel.name if whole_name else _stem(rel.name, suffix_of(item.src))
     return req.output / rel.parent / (name + suffix), suffix
 
 
 def _frame_outputs(base: Path, suffix: str, item: Item) -> list[Path]:
-    if len(item.frames) == 1:
+    if len(item.frames) == 1 or item.volume:
         return [base]  # one frame asked for (or a plain image): no frame tag
     width = max(3, len(str(item.n_frames - 1)))
     stem = _stem(base.name, suffix)
@@ -205,6 +215,11 @@ def _frame_outputs(base: Path, suffix: str, item: Item) -> list[Path]:
 
 def assign_outputs(items: list[Item], req: Request, single: bool) -> None:
     """Fill `item.outputs` with the naming rule of the module docstring (collisions keep the whole name)."""
+    for it in items:
+        if it.fmt == "nifti":
+            file_out = single and _is_file_output(req)
+            it.volume = suffix_of(req.output) in VOLUME_SUFFIXES if file_out else req.frames == "all"
+            it.notes.append(VOLUME_NOTE if it.volume else NIFTI_NOTE)
     bases = {id(it): _base_output(it, req, single, whole_name=False) for it in items}
     groups: dict[str, list[Item]] = defaultdict(list)
     for it in items:
@@ -224,6 +239,8 @@ def assign_outputs(items: list[Item], req: Request, single: bool) -> None:
 def add_extras(item: Item, req: Request, draws: int) -> None:
     """The std map (`<stem>_std.png`) and, with --reduce none, draws 1.. (`<stem>_s<k>`) of every output."""
     item.extras = []
+    if item.volume:  # one volume: no per-slice std maps or draws
+        return
     for out in item.outputs:
         suffix = suffix_of(out)
         stem = _stem(out.name, suffix)
