@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from ldsr.cli import app
 from ldsr.data.resize import imresize
-from ldsr.io import read_image, write_image
+from ldsr.io import read_image, read_provenance, write_image
 from ldsr.pipeline import load
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures"
@@ -154,8 +155,6 @@ def test_rgb_into_grey_model_is_refused_unless_asked(tmp_path: Path) -> None:
 
 
 def test_alpha_is_refused_unless_channels_asked(tmp_path: Path) -> None:
-    from PIL import Image
-
     rgb = (_lr("histology/cmu1sr_y2700_x0900.png") * 255).round().astype(np.uint8)
     rgba = np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 128, np.uint8)], axis=2)
     Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
@@ -278,19 +277,89 @@ def test_log_line_per_finished_image_and_quiet(tmp_path: Path) -> None:
 
 
 def test_mode_sharp_writes_one_draw_and_its_spread(tmp_path: Path) -> None:
-    import inspect
-
-    from ldsr.pipeline import Upscaler
-
-    if "mode" not in inspect.signature(Upscaler.upscale_batch).parameters:
-        pytest.skip("this ldsr.pipeline has no mode= yet")
+    """Issue 14: a sharp-mode output is always written with its spread map (no --std-map needed) and says in
+    its own metadata that it is a posterior sample; faithful outputs say they are not."""
     src = write_image(tmp_path / "a.png", _lr())
-    args = ["-i", src, "-m", "mri-x4", "--steps", "1", "--draws", "2", "--std-map"]
+    args = ["-i", src, "-m", "mri-x4", "--steps", "1", "--draws", "2", "--seed", "5"]
     sharp = _invoke(*args, "-o", tmp_path / "s.png", "--mode", "sharp")
-    faithful = _invoke(*args, "-o", tmp_path / "f.png", "--mode", "faithful")
+    faithful = _invoke(*args, "-o", tmp_path / "f.png", "--mode", "faithful", "--std-map")
     assert sharp.exit_code == 0 and faithful.exit_code == 0, sharp.output + faithful.output
-    assert (tmp_path / "s_std.png").is_file() and (tmp_path / "f_std.png").is_file()
-    assert not np.array_equal(read_image(tmp_path / "s.png")[0], read_image(tmp_path / "f.png")[0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "f.png", "f_std.png", "s.png", "s_std.png"]
+    image, spread = read_image(tmp_path / "s.png")[0], read_image(tmp_path / "s_std.png")[0]
+    assert not np.array_equal(image, read_image(tmp_path / "f.png")[0])
+    assert spread.shape == image.shape and spread.max() > 0  # two different draws: a spread that is not zero
+    common = {"software": "ldsr", "model": "mri-x4", "scale": 4, "draws": 2, "steps": 1, "seed": 5}
+    rec = read_provenance(tmp_path / "s.png")
+    assert rec is not None and rec.items() >= {**common, "mode": "sharp", "is_sample": True}.items()
+    assert rec["spread"] == "s_std.png" and rec["content"] == "image"
+    std_rec = read_provenance(tmp_path / "s_std.png")
+    assert std_rec is not None and std_rec["content"] == "spread" and not std_rec["is_sample"]
+    with Image.open(tmp_path / "s.png") as im:  # what any PNG viewer shows
+        assert "posterior sample (sharp mode" in im.info["Description"]
+    f_rec = read_provenance(tmp_path / "f.png")
+    assert f_rec is not None and f_rec.items() >= {**common, "mode": "faithful", "is_sample": False}.items()
+
+
+def test_every_output_records_how_it_was_made(tmp_path: Path) -> None:
+    """Deterministic methods (bicubic) record themselves too, in every output format; --mode sharp changes
+    nothing for them (no draws, no spread)."""
+    src = write_image(tmp_path / "a.png", _lr())
+    for name in ("o.png", "o.jpg", "o.tif"):
+        res = _invoke("-i", src, "-o", tmp_path / name, "-m", "bicubic", "--mode", "sharp")
+        assert res.exit_code == 0, res.output
+        rec = read_provenance(tmp_path / name)
+        assert rec is not None and (rec["model"], rec["mode"], rec["is_sample"], rec["draws"]) == (
+            "bicubic",
+            None,
+            False,
+            1,
+        )
+    assert not list(tmp_path.glob("*_std*"))
+    dcm = _invoke("-i", FIX / "dicom" / "MR_small.dcm", "-o", tmp_path / "o.dcm", "-m", "bicubic", "--scale", "2")
+    assert dcm.exit_code == 0, dcm.output
+    assert "deterministic super-resolution (bicubic x2)" in pydicom.dcmread(tmp_path / "o.dcm").DerivationDescription
+
+
+def test_sharp_volume_gets_a_spread_volume_and_is_marked(tmp_path: Path) -> None:
+    """A NIfTI volume in sharp mode: <stem>_std.nii.gz beside it (same grid, std in the volume's units, the
+    same spread as the 2D path gives for a slice), both marked in the NIfTI header."""
+    import nibabel as nib
+
+    src = nib.load(FIX / "nifti" / "colin27_crop.nii.gz")
+    small = nib.Nifti1Image(np.asarray(src.dataobj)[20:30, 20:32, 3:5], src.affine, header=src.header)
+    nib.save(small, tmp_path / "v.nii.gz")
+    args = ["-i", tmp_path / "v.nii.gz", "-m", "mri-x4", "--steps", "1", "--draws", "2", "--mode", "sharp"]
+    res = _invoke(*args, "-o", tmp_path / "out")
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["v.nii.gz", "v_std.nii.gz"]
+    vol, std = nib.load(tmp_path / "out" / "v.nii.gz"), nib.load(tmp_path / "out" / "v_std.nii.gz")
+    assert vol.shape == std.shape == (40, 48, 2) and std.get_data_dtype() == np.float32
+    np.testing.assert_array_equal(std.affine, vol.affine)
+    rec, std_rec = read_provenance(tmp_path / "out" / "v.nii.gz"), read_provenance(tmp_path / "out" / "v_std.nii.gz")
+    assert rec is not None and rec["is_sample"] and rec["mode"] == "sharp" and rec["spread"] == "v_std.nii.gz"
+    assert std_rec is not None and std_rec["content"] == "spread"
+    # slice 0 through the 2D path: its 8-bit map holds 2 x std of [0, 1] values; the volume std x (hi - lo)
+    one = _invoke(*args, "--frames", "0", "-o", tmp_path / "s0.png")
+    assert one.exit_code == 0, one.output
+    lo, hi = float(np.asarray(small.dataobj).min()), float(np.asarray(small.dataobj).max())
+    as_png = np.asarray(std.dataobj)[:, :, 0][:, ::-1].T / (hi - lo) * 2  # (B', A') as read_frames shows it
+    png = read_image(tmp_path / "s0_std.png")[0][:, :, 0]
+    assert as_png.max() > 0.01
+    np.testing.assert_allclose(png, np.clip(as_png, 0, 1), atol=0.5 / 255 + 1e-6)
+
+
+def test_sharp_mode_on_a_slide_region_is_refused_before_computing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tifffile
+
+    _no_compute(monkeypatch)
+    rgb = (_lr("histology/cmu1sr_y2700_x0900.png", 16) * 255).round().astype(np.uint8)
+    tifffile.imwrite(tmp_path / "s.tif", np.tile(rgb, (4, 4, 1)), tile=(32, 32), photometric="rgb")
+    args = ["-i", tmp_path / "s.tif", "-o", tmp_path / "o.tif", "-m", "histology-x4", "--region", "0,0,32,32"]
+    res = _invoke(*args, "--mode", "sharp")
+    assert res.exit_code == 2 and "--mode sharp is not available for slide regions" in res.output, res.output
+    assert not (tmp_path / "o.tif").exists()
 
 
 def test_jpeg_compressed_tiff_is_read_not_called_corrupt(tmp_path: Path) -> None:

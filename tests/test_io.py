@@ -27,11 +27,14 @@ from ldsr.io import (
     count_frames,
     list_images,
     png16,
+    provenance_record,
     read_frames,
     read_image,
+    read_provenance,
     write_image,
 )
 from ldsr.io import files as io_files
+from ldsr.io.provenance import mark_volume
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures"
 MR_SMALL = FIX / "dicom/MR_small.dcm"
@@ -613,3 +616,88 @@ def test_bad_input_raises_one_line_image_error(case: str, tmp_path: Path) -> Non
 
 def test_truncated_images_are_not_loaded_silently() -> None:
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+
+
+# --------------------------------------------------------------------------------------------- provenance
+
+SHARP = provenance_record(model="mri-x4", scale=4, mode="sharp", is_sample=True, draws=4, steps=10, sampler="dpmpp",
+                          seed=3, spread="out_std.png")  # fmt: skip
+FAITHFUL = {**SHARP, "mode": "faithful", "is_sample": False, "draws": 1, "spread": None}
+
+
+def _native_text(path: Path) -> str:
+    """The record's text as other software sees it (Pillow, tifffile, pydicom): no ldsr reader involved."""
+    if path.suffix == ".png":
+        with Image.open(path) as im:
+            return f"{im.info['Description']}\n{im.info['ldsr']}"
+    if path.suffix == ".jpg":
+        with Image.open(path) as im:
+            return bytes(im.info["comment"]).decode("ascii")
+    if path.suffix == ".tif":
+        with tifffile.TiffFile(path) as tf:
+            return str(tf.pages.first.description)
+    ds = pydicom.dcmread(path)
+    return f"{ds.DerivationDescription}\n{ds.ImageComments}"
+
+
+@pytest.mark.parametrize(
+    ("name", "channels", "bits"),
+    [("g8.png", 1, 8), ("g16.png", 1, 16), ("c8.png", 3, 8), ("c16.png", 3, 16), ("c.jpg", 3, 8),
+     ("g16.tif", 1, 16), ("c8.tif", 3, 8), ("f32.tif", 1, 32)],
+)  # fmt: skip
+def test_provenance_round_trip_keeps_pixels(name: str, channels: int, bits: int, tmp_path: Path) -> None:
+    x = np.random.default_rng(0).random((11, 7, channels)).astype(np.float32)
+    plain = write_image(tmp_path / f"plain_{name}", x, bit_depth=bits)
+    marked = write_image(tmp_path / name, x, bit_depth=bits, provenance=SHARP)
+    assert read_provenance(marked) == SHARP
+    assert read_provenance(plain) is None  # an image without a record has none (tifffile's own JSON is not one)
+    text = _native_text(marked)
+    assert "posterior sample" in text and "detail may be invented" in text and '"is_sample": true' in text
+    (a, meta_a), (b, meta_b) = read_image(plain), read_image(marked)
+    assert meta_b.bit_depth == meta_a.bit_depth and meta_b.channels == channels
+    np.testing.assert_array_equal(b, a)  # the record changes no sample (JPEG: the same encoder input)
+    faithful = write_image(tmp_path / f"f_{name}", x, bit_depth=bits, provenance=FAITHFUL)
+    assert read_provenance(faithful) == FAITHFUL
+    assert "posterior mean estimate" in _native_text(faithful)
+
+
+def test_dicom_provenance_marks_the_derived_image(tmp_path: Path) -> None:
+    x, meta = read_image(MR_SMALL)
+    out = write_image(tmp_path / "sr.dcm", x, meta, provenance=SHARP)
+    ds = pydicom.dcmread(out)
+    assert ds.DerivationDescription.startswith("ldsr super-resolution x1 of the source image: ldsr ")
+    assert "posterior sample (sharp mode, mri-x4 x4, 4 draws, 10 steps, seed 3)" in ds.DerivationDescription
+    assert read_provenance(out) == SHARP
+    np.testing.assert_array_equal(ds.pixel_array, pydicom.dcmread(MR_SMALL).pixel_array)
+    assert read_provenance(write_image(tmp_path / "plain.dcm", x, meta)) is None
+
+
+def test_provenance_of_foreign_or_broken_files_is_none(tmp_path: Path) -> None:
+    assert read_provenance(COLIN_PNG) is None and read_provenance(MRI_JPG) is None and read_provenance(MR_SMALL) is None
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 10)
+    assert read_provenance(broken) is None and read_provenance(tmp_path / "missing.tif") is None
+    other = write_image(tmp_path / "other.png", np.zeros((8, 8)), provenance={"software": "other"})
+    assert read_provenance(other) is None  # a text chunk that is not ldsr's record
+
+
+def test_provenance_record_checks_its_fields() -> None:
+    with pytest.raises(ValueError, match="mode must be"):
+        provenance_record(model="m", scale=4, mode="crisp", is_sample=True, draws=2)
+    with pytest.raises(ValueError, match="content must be"):
+        provenance_record(model="m", scale=4, mode=None, is_sample=False, draws=1, content="std")  # type: ignore[arg-type]  # wrong on purpose
+
+
+def test_mark_volume_keeps_the_volume_and_replaces_the_record(tmp_path: Path) -> None:
+    vol = tmp_path / "v.nii.gz"
+    vol.write_bytes(COLIN_NII.read_bytes())
+    mark_volume(vol, SHARP)
+    mark_volume(vol, {**SHARP, "seed": 4})  # a second mark replaces the first
+    src, out = nib.load(COLIN_NII), nib.load(vol)
+    np.testing.assert_array_equal(np.asarray(out.dataobj), np.asarray(src.dataobj))
+    assert out.get_data_dtype() == src.get_data_dtype()
+    np.testing.assert_array_equal(out.affine, src.affine)
+    assert (out.header["qform_code"], out.header["sform_code"]) == (src.header["qform_code"], src.header["sform_code"])
+    assert read_provenance(vol) == {**SHARP, "seed": 4}
+    assert len(out.header.extensions) == len(src.header.extensions) + 1
+    assert bytes(out.header["descrip"]).startswith(b"ldsr 0.1.0 posterior sample (sharp mode")

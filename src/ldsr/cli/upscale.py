@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from ldsr.cli.upscale_plan import Chooser, Item, Plan, Request
     from ldsr.io import ImageMeta
     from ldsr.io.batch import BatchResult
+    from ldsr.io.provenance import Content
     from ldsr.pipeline import Upscaler, UpscaleResult
 
 BICUBIC_SCALE = 4  # `-m bicubic` without --scale
@@ -210,38 +211,128 @@ def _infer(up: Upscaler, images: list[np.ndarray], opts: RunOptions, progress: J
         return up.upscale_batch(images, **kw)
 
 
+class _SpreadRecorder:
+    """An Upscaler seen through `upscale_volume`: every call passes through; each slice's spread (std over the
+    draws, or None) is kept, and the results' mode and sample flag."""
+
+    def __init__(self, up: Upscaler) -> None:
+        self.up = up
+        self.spreads: list[np.ndarray | None] = []
+        self.mode: str | None = None
+        self.is_sample = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.up, name)
+
+    def upscale(self, lr: np.ndarray, **kwargs: Any) -> UpscaleResult:
+        res = self.up.upscale(lr, **kwargs)
+        self.spreads.append(res.std)
+        self.mode, self.is_sample = res.mode, res.is_sample
+        return res
+
+
 def _run_volume(it: Item, up: Upscaler, req: Request, opts: RunOptions, progress: JobProgress) -> list[str]:
-    """A NIfTI volume upscaled slice by slice into a NIfTI volume (`upscale_volume`); its warnings."""
+    """A NIfTI volume upscaled slice by slice into a NIfTI volume (`upscale_volume`), its spread volume when the
+    plan names one (sharp mode, --std-map), both marked with their provenance; its warnings."""
+    from typing import cast
+
+    from ldsr.io.provenance import mark_volume
     from ldsr.pipeline.regions import upscale_volume
 
     kw = _call_options(up, opts, progress)
-    kw.pop("std", None)  # the volume keeps the image, not the draws
+    spread = it.extras[0] if it.extras else None  # <stem>_std.nii.gz
+    if spread is None:
+        kw.pop("std", None)  # the volume keeps the image, not the draws
     if opts.reduce == "none":
         kw["reduce"] = "mean"
 
     def report(done: int, total: int) -> None:
         progress.stage(f"slice {done}/{total}")
 
+    recorder = _SpreadRecorder(up)
     with _autocast(up, opts):
-        res = upscale_volume(up, it.src, it.outputs[0], req.axis, on_slice=report, **kw)
+        res = upscale_volume(cast("Upscaler", recorder), it.src, it.outputs[0], req.axis, on_slice=report, **kw)
+    try:
+        spreads = [sp for sp in recorder.spreads if sp is not None]
+        if spread is not None and len(spreads) == len(recorder.spreads):
+            progress.stage(f"writing {spread.name}")
+            _write_spread_volume(it.src, spread, spreads, req.axis, up.scale)
+            mark_volume(spread, _record(up, opts, recorder.mode, False, content="spread"))
+        else:
+            spread = None
+        named = None if spread is None else spread.name
+        mark_volume(it.outputs[0], _record(up, opts, recorder.mode, recorder.is_sample, spread=named))
+    except BaseException:  # no volume without its record (and a sharp one without its spread)
+        it.outputs[0].unlink(missing_ok=True)
+        raise
     return list(res.warnings)
 
 
+def _write_spread_volume(src: Path, out: Path, spreads: list[np.ndarray], axis: int, scale: int) -> None:
+    """The slices' spreads (B*s, A*s, 1), std of [0, 1] values, as a float32 NIfTI volume in the source's own
+    units (std x (hi - lo) of the volume's window), with the geometry of the upscaled volume."""
+    from dataclasses import replace
+
+    from ldsr.io.volume import in_plane_axes, read_volume, slice_values, upscaled_affine, write_volume
+
+    vol = read_volume(src)
+    a, b = in_plane_axes(axis)
+    lo, hi = vol.window
+    units = replace(vol, window=(0.0, hi - lo))  # no offset: a spread, not a value
+    shape = list(vol.data.shape)
+    shape[a] *= scale
+    shape[b] *= scale
+    data = np.zeros(shape, dtype=np.float32)  # RAS+ voxel order
+    for k, std in enumerate(spreads):
+        index: list[Any] = [slice(None)] * 3
+        index[axis] = k
+        data[tuple(index)] = slice_values(units, std, np.dtype(np.float32))  # (A*s, B*s)
+    write_volume(out, data, vol, upscaled_affine(vol.affine, scale, (a, b)))
+
+
+def _record(up: Upscaler, opts: RunOptions, mode: str | None, is_sample: bool, *, content: Content = "image",
+            spread: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """The provenance record of one output (`ldsr.io.provenance_record`): the model, the result's mode and
+    sample flag, the draws, steps, sampler and seed of this job; `content` "image" or "spread", `spread` the
+    name of the image's spread map."""
+    from ldsr.io import provenance_record
+
+    diffusion = up.kind in ("latent", "pixel")
+    steps = (up.sharp_steps if mode == "sharp" else up.default_steps) if opts.steps is None else opts.steps
+    return provenance_record(
+        model=up.name,
+        scale=up.scale,
+        mode=mode if diffusion else None,
+        is_sample=is_sample,
+        draws=_draws_of(up, opts.draws, opts.mode),
+        steps=steps if diffusion else None,
+        sampler=(opts.sampler or up.default_sampler) if diffusion else None,
+        seed=opts.seed if diffusion else None,
+        content=content,
+        spread=spread,
+    )
+
+
 def _write(out: Path, meta: ImageMeta, res: UpscaleResult, up: Upscaler, opts: RunOptions) -> None:
-    """The SR image (and --std-map / --reduce none extras) with the names the plan gave them."""
+    """The SR image (and --std-map / sharp mode / --reduce none extras) with the names the plan gave them, each
+    with its provenance record in the file's metadata (a sharp-mode output is marked as a posterior sample)."""
     from ldsr.cli.upscale_plan import _stem
     from ldsr.io import suffix_of, write_image
 
     suffix = suffix_of(out)
     stem = _stem(out.name, suffix)
-    keep_draws = opts.reduce == "none" and res.samples is not None
-    write_image(out, res.samples[0] if keep_draws else res.image, meta, scale=up.scale)  # type: ignore[index]
-    if keep_draws:
-        for k, s in enumerate(res.samples[1:], start=1):  # type: ignore[index]
-            write_image(out.with_name(f"{stem}_s{k}{suffix}"), s, meta, scale=up.scale)
-    if opts.std_map and res.std is not None:
+    draws = res.samples if opts.reduce == "none" else None  # (S, H, W, C): every draw is written
+    spread_map = res.std if opts.std_map else None
+    std = None if spread_map is None else out.with_name(f"{stem}_std.png")
+    if std is not None and spread_map is not None:  # first: a draw is never left without its spread
         # std of [0, 1] images is at most 0.5: stretch x2 so the map uses the whole grey range.
-        write_image(out.with_name(f"{stem}_std.png"), np.clip(res.std * 2.0, 0, 1), bit_depth=8)
+        spread = _record(up, opts, res.mode, False, content="spread")
+        write_image(std, np.clip(spread_map * 2.0, 0, 1), bit_depth=8, provenance=spread)
+    # every draw written alone is a posterior sample, whatever the mode
+    rec = _record(up, opts, res.mode, res.is_sample or draws is not None, spread=None if std is None else std.name)
+    write_image(out, res.image if draws is None else draws[0], meta, scale=up.scale, provenance=rec)
+    for k, s in enumerate([] if draws is None else draws[1:], start=1):
+        write_image(out.with_name(f"{stem}_s{k}{suffix}"), s, meta, scale=up.scale, provenance=rec)
 
 
 def _run(
@@ -384,6 +475,9 @@ def _slide_command(job: SlideJob, model: str | None, scale: int | None, opts: Ru
     from ldsr.pipeline.regions import upscale_region
 
     up, line = _plan_slide(job, model, scale, opts.device)
+    if opts.mode == "sharp" and up.kind in ("latent", "pixel"):
+        fail(f"{job.src}: --mode sharp is not available for slide regions: a posterior draw is only written with its "
+             "spread map, which the pyramidal output does not hold yet; use --mode faithful")  # fmt: skip
     if dry_run:
         typer.echo(line)
         typer.echo("dry run: 1 slide region, 0 files refused")
@@ -450,10 +544,15 @@ MODE_OPTION = typer.Option(
     "--mode",
     show_default="faithful",
     help="Diffusion models: faithful (the mean of --draws draws: closest to the truth on average) or sharp "
-    "(one posterior draw, with the spread over its draws; sharper, may invent detail).",
+    "(one posterior draw, sharper, may invent detail: always written with the spread over its draws, "
+    "<stem>_std.png, and marked as a posterior sample in the file's metadata).",
 )
-
-
+STD_MAP_OPTION = typer.Option(
+    False,
+    "--std-map/--no-std-map",
+    help="Also write the per-pixel std over draws (<stem>_std.png, 2 x std; <stem>_std.nii.gz in the volume's "
+    "units); always on with --mode sharp.",
+)
 REGION_OPTION = typer.Option(
     None,
     "--region",
@@ -499,9 +598,7 @@ def upscale_command(
     reduce: ReduceChoice = typer.Option(
         ReduceChoice.mean, "--reduce", help="How draws are combined; none writes every draw (<stem>_s<k>)."
     ),
-    std_map: bool = typer.Option(
-        False, "--std-map/--no-std-map", help="Also write the per-pixel std over draws (<stem>_std.png)."
-    ),
+    std_map: bool = STD_MAP_OPTION,
     batch: int = typer.Option(1, "--batch", min=1, help="Images of one size and model upscaled in one network batch."),
     decode_tile: Optional[int] = DECODE_TILE_OPTION,
     mode: Optional[Mode] = MODE_OPTION,
@@ -522,6 +619,7 @@ def upscale_command(
     if draws is not None and samples is not None and draws != samples:
         fail("--samples is the old name of --draws; give one of them")
     draws = draws if draws is not None else samples
+    std_map = std_map or mode == Mode.sharp  # a posterior draw is never written without its spread
     dev = resolve_device(device)
     check_precision(precision, dev)
     if tile is not None and tile_overlap is not None and tile and tile_overlap >= tile:

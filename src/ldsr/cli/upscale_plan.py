@@ -17,6 +17,10 @@ Output names (documented in the README and `ldsr upscale --help`):
   `--axis`, voxel size and affine updated) when `-o` names a .nii / .nii.gz file, and in a folder job with
   `--frames all` (the default), as `<stem>.nii.gz` (`.nii` for a .nii input); `-o NAME.png` or `--frames
   middle|N` give 2D slices as above;
+- beside each output: its spread map `<stem>_std.png` (8-bit, 2 x the per-pixel std over the draws; a volume's
+  `<stem>_std.nii.gz`, float32 in the volume's units), always in `--mode sharp` and with `--std-map`, and with
+  `--reduce none` the single draws `<stem>_s<k>`; every output records in its metadata how it was made
+  (`ldsr.io.read_provenance`: a sharp-mode output is a posterior sample);
 - two inputs that would share an output name (x.png and x.tif in one folder): the input whose suffix already is
   the output's keeps `x.png`, the others keep their whole name (`x.tif.png`). Names that still collide stop the
   job before it starts, naming the files.
@@ -62,7 +66,7 @@ class Request:
     channels: ChannelChoice | None = None
     frames: str = "all"  # "all" | "middle" | an integer (negative counts from the end)
     axis: int = 2
-    std_map: bool = False
+    std_map: bool = False  # --std-map, always in sharp mode
     keep_draws: bool = False  # --reduce none: every draw is written (<stem>_s<k>)
 
 
@@ -237,9 +241,13 @@ def assign_outputs(items: list[Item], req: Request, single: bool) -> None:
 
 
 def add_extras(item: Item, req: Request, draws: int) -> None:
-    """The std map (`<stem>_std.png`) and, with --reduce none, draws 1.. (`<stem>_s<k>`) of every output."""
+    """The std map (`<stem>_std.png`; a volume's `<stem>_std.nii.gz`) and, with --reduce none, draws 1..
+    (`<stem>_s<k>`, not for volumes) of every output."""
     item.extras = []
-    if item.volume:  # one volume: no per-slice std maps or draws
+    if item.volume:  # one volume: its spread as one volume, no single draws
+        if req.std_map and draws > 1:
+            suffix = suffix_of(item.outputs[0])
+            item.extras.append(item.outputs[0].with_name(f"{_stem(item.outputs[0].name, suffix)}_std{suffix}"))
         return
     for out in item.outputs:
         suffix = suffix_of(out)

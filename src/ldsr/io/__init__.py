@@ -6,17 +6,24 @@ PNG / JPEG / TIFF unsigned integers k -> k / (2^b - 1); monochrome DICOM and NIf
 inverted; colour DICOM through the range of BitsStored); float data kept when inside [0, 1], else scaled
 by their own (min, max). Multi-frame files (DICOM frames, NIfTI slices, TIFF pages) give one item per frame.
 
-Formats (input suffixes; NIfTI is input only):
+Formats (the input suffixes; `write_image` writes one 2D image as PNG, JPEG, TIFF or DICOM, `OUTPUT_SUFFIXES`;
+NIfTI volumes are written whole by `volume.write_volume`, and whole-slide regions as pyramidal BigTIFF by
+`wsi.write_pyramid`):
 
 - PNG  .png        8/16-bit grey and colour (`pillow`; 16-bit colour through libpng (imagecodecs) in `png16`)
 - JPEG .jpg .jpeg  8-bit (`pillow`)
 - TIFF .tif .tiff  8/16-bit and float, multi-page (`tiff`)
 - DICOM .dcm or no suffix with the 'DICM' magic; multi-frame; written as a derived image (`dicom`)
-- NIfTI .nii .nii.gz  2D slices along a RAS axis (`nifti`)
+- NIfTI .nii .nii.gz  2D slices along a RAS axis (`nifti`); whole volumes read and written (`volume`)
+
+Every ldsr output records how it was made in its own metadata, and whether it is a posterior sample (a
+sharp-mode draw, whose detail may be invented): `write_image(..., provenance=record)` for images,
+`provenance.mark_volume` for NIfTI volumes, `read_provenance(path)` to read the record back (`provenance`).
 
 Modules: `files` (ImageError, atomic_path), `meta` (ImageMeta, DicomSource, suffix tables), `listing`
 (suffix_of, list_images), `read` (read_frames, read_image, count_frames, check_size), `write`
-(write_image). The public names are re-exported here.
+(write_image), `provenance` (provenance_record, read_provenance, mark_volume); `volume` (NIfTI volumes) and
+`wsi` (whole-slide images) are imported from their modules. The public names are re-exported here.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from __future__ import annotations
 from ldsr.io.files import ImageError, atomic_path
 from ldsr.io.listing import list_images, suffix_of
 from ldsr.io.meta import OUTPUT_SUFFIXES, SUFFIXES, DicomSource, Frame, ImageFormat, ImageMeta
+from ldsr.io.provenance import provenance_record, read_provenance
 from ldsr.io.read import check_size, count_frames, read_frames, read_image
 from ldsr.io.write import write_image
 
@@ -39,8 +47,10 @@ __all__ = [
     "check_size",
     "count_frames",
     "list_images",
+    "provenance_record",
     "read_frames",
     "read_image",
+    "read_provenance",
     "suffix_of",
     "write_image",
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from pydicom.valuerep import format_number_as_ds
 
 from ldsr.io.files import ImageError, _one_line
 from ldsr.io.meta import DicomSource, Frame, ImageMeta, _float_to_unit
+from ldsr.io.provenance import describe, provenance_text
 
 # ---------------------------------------------------------------------------------------------------------
 # Reading
@@ -207,8 +208,11 @@ def _to_stored(x: np.ndarray, info: DicomSource) -> np.ndarray:
     return s.astype(np.dtype(info.stored_dtype))
 
 
-def _derived_dataset(meta: ImageMeta, image: np.ndarray, scale: float, out: Path) -> Dataset:
-    """The source dataset with its pixels replaced by `image` (one frame), marked as a derived image."""
+def _derived_dataset(
+    meta: ImageMeta, image: np.ndarray, scale: float, out: Path, record: Mapping[str, Any] | None = None
+) -> Dataset:
+    """The source dataset with its pixels replaced by `image` (one frame), marked as a derived image (with the
+    ldsr provenance `record`, if given)."""
     info = meta.dicom
     if info is None:
         raise ValueError(f"{out}: DICOM output needs a DICOM source's metadata, got {meta.format} metadata")
@@ -249,12 +253,16 @@ def _derived_dataset(meta: ImageMeta, image: np.ndarray, scale: float, out: Path
     ds["PixelData"].VR = "OB" if info.bits_allocated <= 8 else "OW"
     ds["PixelData"].is_undefined_length = False  # the source may have been encapsulated (compressed)
     _update_spacing(ds, scale)
-    _mark_derived(ds, meta, scale)
+    _mark_derived(ds, meta, scale, record)
     return ds
 
 
-def _mark_derived(ds: Dataset, meta: ImageMeta, scale: float) -> None:
+def _mark_derived(ds: Dataset, meta: ImageMeta, scale: float, record: Mapping[str, Any] | None = None) -> None:
     """New SOP / series identity, ImageType DERIVED, a derivation note, uncompressed little endian.
+
+    With a provenance `record`, DerivationDescription (ST, at most 1024 characters) also gets its summary
+    ("... posterior sample ..." for a sharp-mode draw) and ImageComments (LT) the summary and the JSON record
+    (`ldsr.io.provenance`), replacing the source's comments, which described the source image.
 
     The series UID is a hash of (source series, 'ldsr-sr', scale), so every frame / slice of one source
     series upscaled by one factor lands in one derived series; each file gets a new random SOP UID.
@@ -271,6 +279,10 @@ def _mark_derived(ds: Dataset, meta: ImageMeta, scale: float) -> None:
     old_type = list(ds.get("ImageType", []) or [])
     ds.ImageType = ["DERIVED", old_type[1] if len(old_type) > 1 else "SECONDARY", *old_type[2:]]
     where = f" frame {meta.frame} of {meta.n_frames}" if meta.frame is not None else ""
-    ds.DerivationDescription = f"ldsr super-resolution x{scale:g} of{where or ' the'} source image"
+    derivation = f"ldsr super-resolution x{scale:g} of{where or ' the'} source image"
+    if record is not None:
+        derivation = f"{derivation}: {describe(record)}"[:1024]
+        ds.ImageComments = provenance_text(record)
+    ds.DerivationDescription = derivation
     if meta.frame is not None and "InstanceNumber" in ds:
         ds.InstanceNumber = meta.frame + 1

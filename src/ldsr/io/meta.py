@@ -24,7 +24,8 @@ SUFFIXES: dict[str, ImageFormat] = {
     ".nii": "nifti",
     ".nii.gz": "nifti",
 }
-# Output suffixes: NIfTI is input only.
+# Output suffixes of `write_image` (one 2D image). NIfTI is not among them: volumes are written whole, by
+# `ldsr.io.volume.write_volume` (.nii / .nii.gz, what `ldsr upscale` gives for a NIfTI input), not slice by slice.
 OUTPUT_SUFFIXES: dict[str, ImageFormat] = {
     ".png": "png",
     ".jpg": "jpeg",

@@ -1,4 +1,5 @@
-"""NIfTI (nibabel): a volume reoriented to RAS+ and read as 2D slices along one axis (input only)."""
+"""NIfTI (nibabel): a volume reoriented to RAS+ and read as 2D slices along one axis (whole volumes are read and
+written by `ldsr.io.volume`)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import zlib
+from collections.abc import Mapping
+from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -11,6 +14,7 @@ from PIL import Image, UnidentifiedImageError
 from ldsr.io.files import ImageError, _one_line
 from ldsr.io.meta import _PIL_NAMES, Frame, ImageFormat, ImageMeta, _unsigned_to_unit
 from ldsr.io.png16 import _encode_png16, _png_header, _read_png16
+from ldsr.io.provenance import png_with_record, provenance_text
 
 
 def _pil_to_array(im: Image.Image, path: Path) -> tuple[np.ndarray, int, list[str]]:
@@ -81,12 +85,20 @@ def _read_pil(path: Path, fmt: ImageFormat) -> list[Frame]:
     return [(x, meta)]
 
 
-def _write_pil(tmp: Path, q: np.ndarray, fmt: ImageFormat) -> None:
+def _write_pil(tmp: Path, q: np.ndarray, fmt: ImageFormat, record: Mapping[str, Any] | None = None) -> None:
+    """(H, W, C) uint8 / uint16 samples -> PNG or JPEG at `tmp`; `record` (ldsr provenance) goes into a PNG tEXt
+    chunk or the JPEG COM segment."""
     if q.shape[2] == 3 and q.dtype == np.uint16:  # Pillow stores 8 bits per colour channel
-        tmp.write_bytes(_encode_png16(q))
-        return
-    im = Image.fromarray(q[:, :, 0] if q.shape[2] == 1 else q)
-    if fmt == "jpeg":
-        im.save(tmp, format="JPEG", quality=95, subsampling=0)
+        data = _encode_png16(q)
     else:
-        im.save(tmp, format="PNG")
+        im = Image.fromarray(q[:, :, 0] if q.shape[2] == 1 else q)
+        buf = BytesIO()
+        if fmt == "jpeg":
+            comment = {} if record is None else {"comment": provenance_text(record).encode("ascii")}
+            im.save(buf, format="JPEG", quality=95, subsampling=0, **comment)
+        else:
+            im.save(buf, format="PNG")
+        data = buf.getvalue()
+    if record is not None and fmt == "png":
+        data = png_with_record(data, record)
+    tmp.write_bytes(data)

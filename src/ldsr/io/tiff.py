@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import zlib
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tifffile
 
 from ldsr.io.files import ImageError, _one_line
 from ldsr.io.meta import Frame, ImageMeta, _float_to_unit, _unsigned_to_unit, quantize
+from ldsr.io.provenance import provenance_text
 
 
 def _tiff_to_hwc_frames(arr: np.ndarray, axes: str, path: Path) -> tuple[np.ndarray, list[str]]:
@@ -69,7 +72,11 @@ def _read_tiff(path: Path) -> list[Frame]:
     return [(x[k], replace(base, frame=k)) for k in range(x.shape[0])]
 
 
-def _write_tiff(tmp: Path, x: np.ndarray, bits: int, meta: ImageMeta | None) -> None:
+def _write_tiff(
+    tmp: Path, x: np.ndarray, bits: int, meta: ImageMeta | None, record: Mapping[str, Any] | None = None
+) -> None:
+    """[0, 1] (H, W, C) -> an 8 / 16-bit or float32 TIFF; `record` (ldsr provenance) is the ImageDescription
+    (instead of tifffile's shape JSON, which a single 2D page does not need)."""
     if bits == 32:
         data = x
         if meta is not None and meta.bit_depth == 32:
@@ -79,4 +86,9 @@ def _write_tiff(tmp: Path, x: np.ndarray, bits: int, meta: ImageMeta | None) -> 
     else:
         data = quantize(x, 16 if bits == 16 else 8)  # bits is 8 or 16 here
     rgb = data.shape[2] == 3
-    tifffile.imwrite(tmp, data if rgb else data[:, :, 0], photometric="rgb" if rgb else "minisblack")
+    photometric = "rgb" if rgb else "minisblack"
+    if record is None:
+        tifffile.imwrite(tmp, data if rgb else data[:, :, 0], photometric=photometric)
+    else:
+        text = provenance_text(record)
+        tifffile.imwrite(tmp, data if rgb else data[:, :, 0], photometric=photometric, description=text, metadata=None)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -58,6 +60,7 @@ def write_image(
     *,
     bit_depth: int | None = None,
     scale: float = 1.0,
+    provenance: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write an (H, W, C) or (H, W) image in [0, 1] atomically; the format comes from the suffix.
 
@@ -71,6 +74,9 @@ def write_image(
       PixelSpacing divided by `scale` (the SR factor), a new SOP Instance UID, a Series UID derived from
       (source series, scale) so that all frames / slices of one series share it, ImageType DERIVED.
       `bit_depth` must be None or the source's depth there.
+    - `provenance`: how the image was made (`ldsr.io.provenance.provenance_record`), stored in the file's own
+      metadata: a PNG tEXt chunk, the JPEG COM segment, the TIFF ImageDescription, DICOM DerivationDescription
+      and ImageComments; `ldsr.io.read_provenance` reads it back.
     Returns the written path. The source file named by `meta.path` is never overwritten.
     """
     out = Path(path)
@@ -96,14 +102,14 @@ def write_image(
                 f"{out}: bit_depth {bit_depth} cannot be chosen for DICOM output; pixels are stored as the "
                 f"source stores them ({meta.bit_depth}-bit)"
             )
-        ds = _derived_dataset(meta, x, scale, out)
+        ds = _derived_dataset(meta, x, scale, out, provenance)
         with atomic_path(out) as tmp:
             pydicom.dcmwrite(tmp, ds, enforce_file_format=True)
         return out
     bits = _resolve_bit_depth(fmt, bit_depth, meta, image)
     with atomic_path(out) as tmp:
         if fmt == "tiff":
-            _write_tiff(tmp, x, bits, meta)
+            _write_tiff(tmp, x, bits, meta, provenance)
         else:
-            _write_pil(tmp, quantize(x, 16 if bits == 16 else 8), fmt)  # png / jpeg: bits is 8 or 16
+            _write_pil(tmp, quantize(x, 16 if bits == 16 else 8), fmt, provenance)  # png / jpeg: 8 or 16 bits
     return out
