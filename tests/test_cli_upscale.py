@@ -300,6 +300,33 @@ def test_mode_sharp_writes_one_draw_and_its_spread(tmp_path: Path) -> None:
     assert f_rec is not None and f_rec.items() >= {**common, "mode": "faithful", "is_sample": False}.items()
 
 
+def test_single_draws_are_marked_as_samples_and_no_draw_without_its_spread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--reduce none writes each draw alone: each is a posterior sample, even in faithful mode. In sharp mode the
+    spread map is written first, so a failure there leaves no draw behind."""
+    import ldsr.io.write
+
+    src = write_image(tmp_path / "a.png", _lr())
+    args = ["-i", src, "-m", "mri-x4", "--steps", "1", "--draws", "2"]
+    res = _invoke(*args, "-o", tmp_path / "r.png", "--reduce", "none")
+    assert res.exit_code == 0, res.output
+    for name in ("r.png", "r_s1.png"):
+        rec = read_provenance(tmp_path / name)
+        assert rec is not None and rec["is_sample"] and rec["mode"] == "faithful" and rec["spread"] is None
+    real = ldsr.io.write._write_pil
+
+    def spread_fails(tmp: Path, q: np.ndarray, fmt: str, record: dict | None = None) -> None:
+        if record is not None and record["content"] == "spread":
+            raise OSError(28, "No space left on device")
+        real(tmp, q, fmt, record)  # type: ignore[arg-type]  # fmt is an ImageFormat here
+
+    monkeypatch.setattr(ldsr.io.write, "_write_pil", spread_fails)
+    failed = _invoke(*args, "-o", tmp_path / "out" / "s.png", "--mode", "sharp")
+    assert failed.exit_code == 1 and "No space left on device" in failed.output, failed.output
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
 def test_every_output_records_how_it_was_made(tmp_path: Path) -> None:
     """Deterministic methods (bicubic) record themselves too, in every output format; --mode sharp changes
     nothing for them (no draws, no spread)."""
