@@ -267,3 +267,131 @@ def test_sixteen_bit_gt_is_measured_on_its_grid(tmp_path: Path) -> None:
     assert row.psnr_y == pytest.approx(M.psnr(p, q, data_range=65535.0, crop_border=4), abs=1e-9)
     assert row.ssim_rgb == pytest.approx(M.ssim(p, q, data_range=65535.0, crop_border=4), abs=1e-12)
     assert (tmp_path / "r" / "ssim_bicubic_mri16.png").is_file()
+
+
+class _ModalFake:
+    """A diffusion 'model' with both output modes: its draws are bicubic plus seeded noise of `sigma`;
+    faithful returns their mean, sharp the first; every call records its keyword arguments."""
+
+    name, kind, scale, channels, n_params = "ldm", "latent", 4, None, 99
+    default_sampler, default_steps, default_samples, sharp_steps = "ddim", 2, 3, 5
+    sigma = 0.03
+    calls: list[dict[str, Any]] = []
+
+    def nfe(self, steps: int | None = None, sampler: str | None = None) -> int:
+        return int(steps or 0)
+
+    def upscale(self, lr: np.ndarray, **kw: Any) -> Any:
+        from ldsr import pipeline
+
+        self.calls.append(kw)
+        sharp = kw["mode"] == "sharp"
+        n = kw["samples"] or (4 if sharp else self.default_samples)
+        up = imresize(lr, 4)
+        rng = np.random.default_rng(kw["seed"])
+        draws = np.clip(up[None] + rng.normal(0, self.sigma, (n, *up.shape)), 0, 1).astype(np.float32)
+        image = draws[0] if sharp else draws.mean(axis=0)
+        return pipeline.UpscaleResult(image, draws, draws.std(axis=0), is_sample=sharp, mode=kw["mode"])
+
+
+def _direct_calibration(sr_file: Path, gt_file: Path, draws: np.ndarray) -> float:
+    """Calibration from the saved SR file: |Y(SR) - Y(GT)| > 3 std over draws of Y, 8-bit grid, crop 4."""
+    sr, _ = read_image(sr_file)
+    gt, _ = read_image(gt_file)
+    y = lambda a: M.rgb_to_y(np.asarray(a, dtype=float), data_range=255.0)  # noqa: E731
+    p, g = y(M.quantize(sr, 8)), y(M.quantize(gt, 8))
+    spread = np.std([y(M.quantize(d, 8)) for d in draws], axis=0)
+    return float(M.calibration_map(p, g, spread, data_range=255.0, crop_border=4).mean())
+
+
+def test_both_modes_of_a_model_in_one_run_with_calibration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ldsr import pipeline
+    from ldsr.evaluation import report as report_module
+
+    monkeypatch.setattr(report_module, "_figures", lambda *a, **k: None)  # seconds of matplotlib: test_demo's
+    real_load = pipeline.load
+    monkeypatch.setattr(pipeline, "load", lambda src, **k: real_load(src, **k) if src == "bicubic" else _ModalFake())
+    monkeypatch.setattr(pipeline, "shipped_models", lambda: {"ldm": tmp_path / "models" / "ldm"})
+    monkeypatch.setattr(_ModalFake, "calls", [])
+    gt = _crops(tmp_path, RGB, 48)
+    out = tmp_path / "r"
+    res = _invoke("--gt", str(gt), "--preset", "bicubic", "-m", "bicubic", "-m", "ldm", "-m", "ldm:sharp",
+                  "-m", "ldm:faithful", "--out", str(out), "--heatmaps", "1")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    modes = [c["mode"] for c in _ModalFake.calls]
+    assert modes == ["faithful"] * 3 + ["sharp"] * 3 + ["faithful"] * 3  # warm-up + 2 images per method
+    assert all(c["std"] is True and c["samples"] is None and c["steps"] is None for c in _ModalFake.calls)
+
+    doc = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    by_name = {m["method"]: m for m in doc["methods"]}
+    assert list(by_name) == ["bicubic", "ldm", "ldm (sharp)", "ldm (faithful)"]
+    assert by_name["bicubic"]["mode"] is None and by_name["bicubic"]["calibration"] is None
+    assert by_name["ldm"]["mode"] == by_name["ldm (faithful)"]["mode"] == "faithful"
+    sharp = by_name["ldm (sharp)"]
+    assert sharp["mode"] == "sharp" and sharp["steps"] == 5 and sharp["draws"] == 4 and sharp["nfe"] == 20
+    assert by_name["ldm"]["steps"] == 2 and by_name["ldm"]["draws"] == 3 and by_name["ldm"]["nfe"] == 6
+    for key in ("psnr_y", "ssim_y", "lr_psnr", "peak_mb", "seconds_per_image"):  # old keys are all still there
+        assert key in sharp
+
+    _, rows = _read_results(out / "results.csv")
+    assert {r["method"]: r["sr_path"].split("/")[1] for r in rows} == {
+        "bicubic": "bicubic", "ldm": "ldm", "ldm (sharp)": "ldm_sharp", "ldm (faithful)": "ldm_faithful"}  # fmt: skip
+    for r in rows:
+        if r["method"] == "bicubic":
+            assert r["mode"] == "" and r["calibration"] == "nan"
+            continue
+        sharp_row = r["method"] == "ldm (sharp)"
+        assert r["mode"] == ("sharp" if sharp_row else "faithful")
+        case_gt, _ = read_image(gt / r["image"])  # the draws the fake made for this image (seed 0)
+        lr = M.quantize(np.clip(imresize(case_gt, 0.25), 0, 1), 8) / 255.0
+        kw = {"mode": r["mode"], "samples": None, "seed": 0}
+        draws = _ModalFake().upscale(lr.astype(np.float32), **kw).samples
+        want = _direct_calibration(out / r["sr_path"], gt / r["image"], draws)
+        assert float(r["calibration"]) == pytest.approx(want, abs=1e-12)
+        assert 0.0 < want < 1.0
+    for name in ("ldm", "ldm (sharp)"):
+        mine = [float(r["calibration"]) for r in rows if r["method"] == name]
+        assert by_name[name]["calibration"] == pytest.approx(np.mean(mine), abs=1e-12)
+    md = (out / "summary.md").read_text(encoding="utf-8")
+    assert "| calib. >3σ |" in md and "| ldm (sharp) | 5 (20), 1 of 4 |" in md
+    cells = md.split("\n| bicubic |")[1].split("\n")[0].split("|")
+    assert cells[0].strip() == "/" and cells[10].strip() == "/"  # no steps, no calibration
+    assert md.split("\n| ldm (sharp) |")[1].split("\n")[0].split("|")[10].strip().endswith("%")
+    assert (out / "sr" / "ldm_sharp").is_dir() and (out / "ssim_ldm_sharp_cmu1sr_y2700_x0900.png").is_file()
+
+
+def test_calibration_of_identical_draws_counts_every_error() -> None:
+    """Zero spread: every pixel whose value differs from the GT's is outside the band (grey: its channel)."""
+    from ldsr.evaluation.report import Case, calibration
+
+    rng = np.random.default_rng(0)
+    gt = np.round(rng.random((24, 24, 1)) * 255) / 255
+    sr = gt.copy()
+    sr[6:10, 6:14] += 3 / 255  # 32 of the 16 x 16 pixels inside the crop differ
+    case = Case(name="a", stem="a", gt=gt.astype(np.float32), lr=gt[::4, ::4].astype(np.float32), bits=8)
+    draws = np.stack([sr, sr]).astype(np.float32)
+    assert calibration(sr, draws, case, 4) == pytest.approx(32 / 256)
+    wide = np.stack([sr - 2 / 255, sr + 2 / 255]).astype(np.float32)  # std 2 grey levels: a 3 error is inside
+    assert calibration(sr, wide, case, 4) == 0.0
+    assert np.isnan(calibration(sr, None, case, 4))
+
+
+def test_mode_arguments_are_checked(tmp_path: Path) -> None:
+    from ldsr.evaluation.report import method_specs, parse_model
+
+    assert parse_model("mri-x4:sharp") == ("mri-x4", "sharp") and parse_model("mri-x4") == ("mri-x4", None)
+    assert parse_model("a/b:c") == ("a/b:c", None)
+    specs = method_specs(["mri-x4:sharp", "mri-x4:sharp", "mri-x4"])
+    assert [(s.name, s.slug) for s in specs] == [
+        ("mri-x4 (sharp)", "mri-x4_sharp"),
+        ("mri-x4-2 (sharp)", "mri-x4-2_sharp"),
+        ("mri-x4", "mri-x4"),
+    ]
+    gt = _crops(tmp_path, GREY[:1], 32)
+    res = _invoke("--gt", str(gt), "--model", "bicubic:sharp", "--out", str(tmp_path / "o"))
+    assert res.exit_code == 2 and "not a diffusion model" in res.output
+    res = _invoke("--gt", str(gt), "--model", "mri-x4:sharp", "--draws", "1", "--out", str(tmp_path / "o"))
+    assert res.exit_code == 2 and "--draws >= 2" in res.output
+    res = _invoke("--gt", str(gt), "--model", "mri-x4:blurry", "--out", str(tmp_path / "o"))
+    assert res.exit_code == 2 and "MODEL:sharp" in res.output
+    assert not (tmp_path / "o").exists()

@@ -1,4 +1,7 @@
-"""`ldsr evaluate`: compare SR methods on a test set (tables, SR images, figures, provenance)."""
+"""`ldsr evaluate`: compare SR methods on a test set (tables, SR images, figures, provenance).
+
+`-m mri-x4:faithful -m mri-x4:sharp` puts both output modes of one model in one run (see ldsr.evaluation.report).
+"""
 
 from __future__ import annotations
 
@@ -66,7 +69,9 @@ def evaluate_command(
         ...,
         "-m",
         "--model",
-        help="'bicubic', a shipped model name or a checkpoint path; repeat for several.",
+        help="'bicubic', a shipped model name or a checkpoint path; repeat for several. A diffusion model takes a "
+        "mode: MODEL:faithful (the default, the mean of its draws) or MODEL:sharp (one draw, named 'MODEL (sharp)'); "
+        "both report calibration (share of pixels with |error| > 3x the draws' spread).",
         show_default=False,
     ),  # fmt: skip
     out: Path = typer.Option(Path("report"), "-o", "--output", "--out", help="Report folder."),

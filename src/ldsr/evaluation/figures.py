@@ -1,7 +1,8 @@
 """Figures of `ldsr evaluate` (matplotlib, Agg canvas, imported lazily; every PNG written atomically).
 
 - `comparison_grid`: LR (nearest-upscaled for display) | methods | HR, full images with a rectangle on the
-  zoomed region and a second row with that region enlarged.
+  zoomed region and a second row with that region enlarged (`ldsr evaluate` labels each method with its
+  PSNR / SSIM on that image; `make demo` shows bicubic, the faithful and the sharp mode of each model).
 - `loss_curves`: training loss per trained model (from each run's log.csv).
 - `time_memory`: bars of seconds per image and peak memory per method.
 - `params_vs_psnr`: PSNR against parameter count (log x).
@@ -72,24 +73,30 @@ def _show(ax: Any, img: np.ndarray) -> None:
 
 def comparison_grid(path: str | os.PathLike[str], *, lr: np.ndarray, panels: Sequence[tuple[str, np.ndarray]],
                     hr: np.ndarray, title: str = "", box: Box | None = None) -> Path:  # fmt: skip
-    """Row 1: LR (nearest), each (label, SR) panel, HR, with the zoom rectangle; row 2: the zoomed region."""
+    """Row 1: LR (nearest), each (label, SR) panel, HR, with the zoom rectangle; row 2: the zoomed region.
+
+    Labels may hold a second line (e.g. the panel's PSNR / SSIM); every panel is drawn pixel for pixel
+    (nearest, no smoothing), so what the figure shows along the borders is what the method wrote.
+    """
     from matplotlib.patches import Rectangle
 
     if any(img.shape != hr.shape for _, img in panels):
         raise ValueError(f"every panel must have the HR shape {hr.shape}")
     top, left, bh, bw = box if box is not None else zoom_box(hr)
-    items = [("LR (nearest)", nearest_up(lr, hr.shape)), *panels, ("HR", hr)]
+    factor = hr.shape[0] / max(1, lr.shape[0])
+    items = [(f"LR input\n(nearest, x{factor:g})", nearest_up(lr, hr.shape)), *panels, ("HR\n(ground truth)", hr)]
     n = len(items)
     aspect = hr.shape[0] / hr.shape[1]
-    fig = _figure(2.2 * n, 2.2 * aspect + 2.2 + 0.6)
+    fig = _figure(2.4 * n, 2.4 * aspect + 2.4 + 0.9)
     axes = fig.subplots(2, n, squeeze=False)
     for i, (label, img) in enumerate(items):
         _show(axes[0, i], img)
-        axes[0, i].set_title(label, fontsize=9)
+        axes[0, i].set_title(label, fontsize=10)
         axes[0, i].add_patch(Rectangle((left - 0.5, top - 0.5), bw, bh, fill=False, edgecolor="red", linewidth=1.2))
         _show(axes[1, i], img[top : top + bh, left : left + bw])
+    axes[1, 0].set_ylabel(f"zoom ({bh}x{bw} px)", fontsize=9)
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     return _save(fig, path)
 
