@@ -1,23 +1,53 @@
-"""`make demo`'s job (ldsr.cli.demo) on the bundled MRI fixtures with the shipped mri-x4 model."""
+"""`make demo`'s job (ldsr.cli.demo) on a tiny group: one bundled MRI sample (the one whose bottom rows were
+banded in issue 14), an HR crop of 64, the shipped mri-x4
+in both output modes beside bicubic, under clean LR (the full demo adds bsrgan LR: the same loop)."""
 
 from __future__ import annotations
 
+import csv
 import json
+import shutil
+from collections import Counter
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 from ldsr.cli import demo
+from ldsr.io import read_image
+
+MODES = ["bicubic", "mri-x4 (faithful)", "mri-x4 (sharp)"]
 
 
-def test_demo_writes_table_figures_and_sr_images(tmp_path: Path, capsys) -> None:  # noqa: ANN001
-    code = demo.run(tmp_path, runs=(("mri", 1, 4),), steps=2)
+def test_demo_shows_both_modes_beside_bicubic_and_hr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:  # noqa: ANN001
+    samples = tmp_path / "samples"
+    (samples / "mri").mkdir(parents=True)
+    shutil.copy(demo.SAMPLES_DIR / "mri" / "figshare_1_0708.jpg", samples / "mri")
+    monkeypatch.setattr(demo, "FIXTURES", samples)
+    out = tmp_path / "demo"
+    code = demo.run(out, runs=(("mri", 1, 4),), presets=("bicubic",), hr_size=64, draws=2, heatmaps=0)
     assert code == 0
-    out = tmp_path / "mri_x4"
-    summary = json.loads((out / "summary.json").read_text())
-    methods = [m["method"] for m in summary["methods"]]
-    assert methods[0] == "bicubic" and "mri-x4" in methods  # the shipped model joins the table by itself
-    assert summary["provenance"]["n_images"] == len(list((out / "pairs" / "hr").iterdir())) == 5
-    assert all(m["n_images"] == 5 for m in summary["methods"])
-    assert len(list((out / "sr" / "mri-x4").glob("*.png"))) == 5
-    assert list(out.glob("comparison_*.png")) and (out / "summary.md").is_file()
     printed = capsys.readouterr().out
-    assert "| mri-x4 |" in printed and "bsrgan" in printed
+    run = out / "mri_x4_bicubic"
+    summary = json.loads((run / "summary.json").read_text())
+    by_name = {m["method"]: m for m in summary["methods"]}
+    assert list(by_name) == MODES  # the shipped model joins by itself, in both modes
+    assert [by_name[m]["mode"] for m in MODES] == [None, "faithful", "sharp"]
+    assert by_name["bicubic"]["calibration"] is None
+    for m in MODES[1:]:
+        assert by_name[m]["n_images"] == 1 and by_name[m]["draws"] == 2
+        assert 0.0 < by_name[m]["calibration"] < 1.0  # measured for both modes
+    assert '"preset": "bicubic"' in (run / "pairs" / "manifest.jsonl").read_text()
+    lines = [line for line in (run / "results.csv").read_text().splitlines() if not line.startswith("#")]
+    rows = list(csv.DictReader(lines))
+    assert Counter((r["method"], r["mode"]) for r in rows) == {
+        ("bicubic", ""): 1, ("mri-x4 (faithful)", "faithful"): 1, ("mri-x4 (sharp)", "sharp"): 1}  # fmt: skip
+    faithful, _ = read_image(run / "sr" / "mri-x4_faithful" / "figshare_1_0708.png")
+    sharp, _ = read_image(run / "sr" / "mri-x4_sharp" / "figshare_1_0708.png")
+    hr, _ = read_image(run / "pairs" / "hr" / "figshare_1_0708.png")
+    assert faithful.shape == sharp.shape == hr.shape == (64, 64, 1)
+    assert np.abs(faithful - sharp).mean() > 1 / 255  # a draw is not the mean of the draws
+    figure, _ = read_image(run / "comparison_figshare_1_0708.png")
+    assert figure.shape[1] == 5 * 240  # LR | bicubic | faithful | sharp | HR, 2.4 in at 100 dpi each
+    assert figure.shape[0] > 400  # the full images and, below them, the zoomed crops
+    assert "| mri-x4 (sharp) |" in printed and "| mri-x4 (faithful) |" in printed
