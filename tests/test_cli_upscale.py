@@ -415,3 +415,17 @@ def test_a_failed_write_is_a_failure_not_a_success(tmp_path: Path, monkeypatch: 
     assert res.exit_code == 1 and "0 succeeded, 1 failed" in res.output, res.output
     assert "No space left on device" in res.output
     assert not any((tmp_path / "out").iterdir())  # no output, no temporary left behind
+
+
+def test_consistency_on_makes_the_output_agree_with_its_input(tmp_path: Path) -> None:
+    """--consistency on back-projects onto the LR: the output resized down matches the input better than off."""
+    lr = _lr(side=16)
+    write_image(tmp_path / "lr.png", lr)
+    errs = {}
+    for choice in ("off", "on"):
+        res = _invoke("-i", tmp_path / "lr.png", "-o", tmp_path / f"{choice}.png", "-m", "bicubic", "-q",
+                      "--consistency", choice)  # fmt: skip
+        assert res.exit_code == 0, res.output
+        sr, _ = read_image(tmp_path / f"{choice}.png")
+        errs[choice] = float(np.abs(imresize(sr, size=lr.shape[:2]) - lr).mean())
+    assert errs["on"] < 0.7 * errs["off"], errs
