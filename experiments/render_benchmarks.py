@@ -20,7 +20,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BLOCK = re.compile(r"(<!-- results:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
+BLOCK = re.compile(
+    r"(<!-- (?P<kind>results|validation):(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /(?P=kind) -->)", re.S
+)
 # Display names of the methods (an evaluate method is named after its model argument).
 NAMES = {
     "bicubic": "bicubic",
@@ -84,8 +86,31 @@ def table(folder: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def validation_table(path: Path) -> str:
+    """PSNR / SSIM (Y) per method and LR kind from experiments/scripts/validate_consistency.py --out."""
+    v = json.loads(path.read_text())
+    kinds = [k for k in v["rows"][0] if k != "method"]
+    lines = ["| Method | " + " | ".join(kinds) + " |", "|---|" + "---:|" * len(kinds)]
+    for r in v["rows"]:
+        name = r["method"]
+        base = name.removesuffix(" + back-projection")
+        label = NAMES.get(Path(base).name, base) + (" + back-projection" if base != name else "")
+        lines.append(f"| {label} | " + " | ".join(f"{r[k][0]:.2f} / {r[k][1]:.4f}" for k in kinds) + " |")
+    lines += [
+        "",
+        f"PSNR / SSIM on Y, x{v['scale']}; `{v.get('command', 'validate_consistency.py')}`; {v['date'][:10]}.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _block(m: re.Match[str], results: Path) -> str:
+    name = m.group("name")
+    body = table(results / name) if m.group("kind") == "results" else validation_table(results / f"{name}.json")
+    return m.group(1) + body + m.group(5)
+
+
 def render(text: str, results: Path) -> str:
-    return BLOCK.sub(lambda m: m.group(1) + table(results / m.group("name")) + m.group(4), text)
+    return BLOCK.sub(lambda m: _block(m, results), text)
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Held-out evaluation of the blind models (issue 14): every LR preset a user may bring, one `ldsr evaluate` run per
-# (test set, preset, mode) with bicubic, the blind CNN baselines, the previous shipped model and the blind model.
+# (test set, preset) with bicubic, the blind CNN baselines, the previous shipped model and the blind model.
 # Test folders come from experiments/scripts/prepare_data.py (runs/data/*_test). Reports land in runs/eval/; their
 # summary.json and results.csv (no images) are copied to docs/results/<name>/, from which
 # experiments/render_benchmarks.py renders the tables of docs/BENCHMARKS.md.
@@ -26,12 +26,13 @@ done
 for p in $presets; do
   pairs=runs/eval/${set_name}_${p}
   [[ -d $pairs/lr ]] || $LDSR degrade -i "$test" -o "$pairs" --scale $scale --preset "$p" --seed 0 --hr-size $hr
-  for mode in faithful sharp; do
-    if [[ $mode == faithful ]]; then extra=(); else extra=(--steps 10 --draws 1); fi
-    out=$pairs/report_$mode
-    $LDSR evaluate -i "$pairs/hr" --lr "$pairs/lr" --scale $scale "${keep[@]}" "${extra[@]}" -o "$out" --heatmaps 1
-    mkdir -p "docs/results/${set_name}_${p}_${mode}"
-    cp "$out/summary.json" "$out/results.csv" "docs/results/${set_name}_${p}_${mode}/"
-    .venv/bin/python -c 'import json, os, platform, sys; print(json.dumps({"cpus": os.cpu_count(), "machine": platform.machine(), "processor": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor()), "python": sys.version.split()[0]}))' > "docs/results/${set_name}_${p}_${mode}/machine.json"
+  sharp=()  # each diffusion model also in sharp mode (a posterior draw), in the same run
+  for ((i = 1; i < ${#keep[@]}; i += 2)); do
+    case ${keep[$i]} in bicubic|runs/blind/srcnn*|runs/blind/esrgan*) ;; *) sharp+=(-m "${keep[$i]}:sharp") ;; esac
   done
+  out=$pairs/report
+  $LDSR evaluate -i "$pairs/hr" --lr "$pairs/lr" --scale $scale "${keep[@]}" "${sharp[@]}" -o "$out" --heatmaps 1
+  mkdir -p "docs/results/${set_name}_${p}"
+  cp "$out/summary.json" "$out/results.csv" "docs/results/${set_name}_${p}/"
+  .venv/bin/python -c 'import json, os, platform, sys; print(json.dumps({"cpus": os.cpu_count(), "machine": platform.machine(), "processor": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor()), "python": sys.version.split()[0]}))' > "docs/results/${set_name}_${p}/machine.json"
 done

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -60,7 +62,13 @@ def main() -> None:
     for r in rows:
         print(f"| {r['method']} | " + " | ".join(f"{r[k][0]:.2f} / {r[k][1]:.4f}" for k in kinds) + " |")
     if a.out:
-        meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "scale": a.scale, "rows": rows}
+        meta = {
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "scale": a.scale,
+            "rows": rows,
+            "command": " ".join(["python", *sys.argv]),
+            "cpus": os.cpu_count(),
+        }
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps(meta, indent=1) + "\n")
 
