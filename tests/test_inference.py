@@ -101,12 +101,23 @@ def test_consistency_is_measured_and_back_projection_raises_it(mri, monkeypatch)
     hr, lr = _mri_pair(64)
     raw = mri.upscale(lr, consistency=False)
     bp = mri.upscale(lr, consistency=True)
-    assert not mri.trained_on_clean and mri.upscale(lr).consistency_step  # auto: bsrgan-trained model projects
     assert len(raw.lr_psnr) == 1 and bp.lr_psnr[0] > raw.lr_psnr[0] + 3
     assert _psnr(bp.image, hr) > _psnr(raw.image, hr)  # clean LR: the projection helps
     monkeypatch.setattr(upscaler_mod, "CONSISTENCY_WARN_DB", 200.0)
     warned = mri.upscale(lr, consistency=False).warning
     assert warned is not None and "mri-x4" in warned and "consistency" in warned
+
+
+def test_auto_consistency_follows_the_model_default_then_its_training_lr(mri, monkeypatch) -> None:  # noqa: ANN001
+    _, lr = _mri_pair(32)
+    for chosen, expected in (("on", True), ("off", False)):  # a shipped default chosen on validation wins
+        monkeypatch.setattr(mri.model.cfg, "consistency", chosen)
+        assert mri.upscale(lr, samples=1).consistency_step is expected
+    monkeypatch.setattr(mri.model.cfg, "consistency", "auto")  # else: project only if never trained on clean LR
+    for clean in (False, True):
+        monkeypatch.setattr(mri, "trained_on_clean", clean)
+        assert mri.upscale(lr, samples=1).consistency_step is (not clean)
+    assert mri.upscale(lr, samples=1, consistency=False).consistency_step is False  # an explicit choice wins
 
 
 def test_zero_image_stays_zero(mri) -> None:  # noqa: ANN001

@@ -52,6 +52,9 @@ class SRConfig:
     samples: int = 1
     # `sharp` output mode: one posterior draw with this many sampler steps (10 until chosen on validation).
     sharp_steps: int = 10
+    # Back-projection onto the LR after sampling (`consistency="auto"` at inference): "auto" applies it only if the
+    # training LR never included clean bicubic; "on" / "off" are a shipped model's default chosen on validation.
+    consistency: Literal["auto", "on", "off"] = "auto"
     residual: bool = False  # diffuse target - base, base = bicubic(LR) (pixel) or z(bicubic(LR)) (latent)
     residual_scale: float = 1.0  # multiplies the residual so its std is ~1 (measure it: scripts/residual_std.py)
     init_from: str | None = None  # training starts the UNet from this SR checkpoint's EMA weights (fine-tuning)
@@ -75,6 +78,8 @@ class SRConfig:
             raise ValueError(f"sr.samples must be >= 1, got {self.samples}")
         if self.sharp_steps < 1:
             raise ValueError(f"sr.sharp_steps must be >= 1, got {self.sharp_steps}")
+        if self.consistency not in ("auto", "on", "off"):
+            raise ValueError(f"sr.consistency must be auto, on or off, got {self.consistency!r}")
         if not self.residual_scale > 0:
             raise ValueError(f"sr.residual_scale must be > 0, got {self.residual_scale}")
 

@@ -31,7 +31,14 @@ from ldsr.models.checkpoint import CONFIG_FILE, EMA_FILE, MODEL_FILE, load_weigh
 from ldsr.pipeline.upscaler import MODELS_DIR
 
 CARD_FILE = "MODEL_CARD.md"
-SAMPLER_DEFAULTS = ("sampler", "steps", "eta", "samples")  # sr.* fields a shipped model may re-default
+SAMPLER_DEFAULTS = (
+    "sampler",
+    "steps",
+    "eta",
+    "samples",
+    "sharp_steps",
+    "consistency",
+)  # sr.* fields a shipped model may re-default
 _RESERVED = ("bicubic",)  # names `ldsr.pipeline.load` answers itself
 
 

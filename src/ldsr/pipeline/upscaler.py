@@ -222,7 +222,7 @@ class Upscaler:
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
         diffusion = self.kind in ("latent", "pixel")
-        apply = (diffusion and not self.trained_on_clean) if consistency == "auto" else bool(consistency)
+        apply = self._consistency_default(diffusion) if consistency == "auto" else bool(consistency)
         if not diffusion:
             images = self._plain(lrs)
             return [
@@ -305,6 +305,14 @@ class Upscaler:
         s = self.scale
         imgs = imgs[..., BORDER * s : (BORDER + h) * s, BORDER * s : (BORDER + w) * s]
         return np.stack([np.stack([to_array(i) for i in d]) for d in imgs])  # (S', N, H, W, C)
+
+    def _consistency_default(self, diffusion: bool) -> bool:
+        """`consistency="auto"`: the model's own default (`sr.consistency`, chosen on validation when shipped), else
+        back-projection only for diffusion models whose training LR never included clean bicubic."""
+        chosen = getattr(getattr(self.model, "cfg", None), "consistency", "auto")
+        if diffusion and chosen in ("on", "off"):
+            return chosen == "on"
+        return diffusion and not self.trained_on_clean
 
     def _finish(self, draws: np.ndarray, lr: np.ndarray, *, mode: Mode | None, reduce: Reduce, apply: bool,
                 tile: int) -> UpscaleResult:  # fmt: skip
