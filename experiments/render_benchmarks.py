@@ -33,8 +33,20 @@ NAMES = {
     "histology-x4": "histology-x4",
     "histology-x8": "histology-x8",
     "mri_x4": "mri-x4 blind fine-tune",
+    "mri-x4-previous": "mri-x4 (previous, bsrgan-trained)",
+    "mri-x4-consistency-off": "mri-x4, --consistency off",
     "histology_x4": "histology-x4 blind fine-tune",
 }
+
+
+def display(name: str) -> str:
+    """The table label of an evaluate method name (a mode suffix such as ' (sharp)' is kept)."""
+    base, sep, mode = name.partition(" (")
+    return NAMES.get(base, base) + (f" ({mode}" if sep else "")
+
+
+def _pct(x: float | None) -> str:
+    return "/" if x is None else f"{100 * x:.1f} %"
 
 
 def per_image(folder: Path) -> dict[str, dict[str, dict[str, float]]]:
@@ -65,22 +77,23 @@ def table(folder: Path) -> str:
     ref = "bicubic"
     head = (
         "| Method | PSNR Y | SSIM Y | PSNR vs bicubic | SSIM vs bicubic | LR-PSNR | HFEN | HF ratio "
-        "| s/image |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "| calibration | s/image |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     )
     lines = [head]
     for m in s["methods"]:
         name = m["method"]
         vs = name != ref and ref in imgs and name in imgs
         lines.append(
-            f"| {NAMES.get(name, name)} | {m['psnr_y']:.2f} | {m['ssim_y']:.4f} | "
+            f"| {display(name)} | {m['psnr_y']:.2f} | {m['ssim_y']:.4f} | "
             f"{paired(imgs[name], imgs[ref], 'psnr_y', 2) if vs else '/'} | "
             f"{paired(imgs[name], imgs[ref], 'ssim_y', 4) if vs else '/'} | {m['lr_psnr']:.2f} | "
-            f"{m['hfen_y']:.3f} | {m['hf_ratio_y']:.2f} | {m['seconds_per_image']:.3f} |"
+            f"{m['hfen_y']:.3f} | {m['hf_ratio_y']:.2f} | {_pct(m.get('calibration'))} | "
+            f"{m['seconds_per_image']:.3f} |"
         )
     p = s["provenance"]
     lines.append("")
     lines.append(
-        f"{p['n_images']} images, x{p['scale']}, {p['lr_source']}; `{p['command']}`; "
+        f"{p['n_images']} images, x{p['scale']}; `{p['command']}`; "
         f"{machine['cpus']}-core {machine['processor']}, {p['device']}, {p['date'][:10]}."
     )
     return "\n".join(lines) + "\n"

@@ -20,7 +20,8 @@ from ldsr.pipeline import load, shipped_models
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = shipped_models()
-EXPECTED = {"mri-x4": (1, 4), "histology-x4": (3, 4), "histology-x8": (3, 8)}  # name -> (channels, scale)
+# name -> (channels, scale, training degradation)
+EXPECTED = {"mri-x4": (1, 4, "blind"), "histology-x4": (3, 4, "bsrgan"), "histology-x8": (3, 8, "bsrgan")}
 MB = 2**20
 
 
@@ -38,10 +39,10 @@ def test_expected_models_are_shipped_within_the_size_budget() -> None:
 def test_card_config_and_upscale(name: str) -> None:
     folder = SHIPPED[name]
     card = (folder / "MODEL_CARD.md").read_text(encoding="utf-8")
-    for needed in ("Training data", "Licence", "Degradation preset: bsrgan", "Sampler", "Results"):
+    channels, scale, degradation = EXPECTED[name]
+    for needed in ("Training data", "Licence", f"Degradation preset: {degradation}", "Sampler", "Results"):
         assert needed in card, f"{name}: MODEL_CARD.md lacks {needed!r}"
     cfg = read_config(folder)
-    channels, scale = EXPECTED[name]
     assert (cfg["channels"], cfg["scale"], cfg["task"]) == (channels, scale, "sr")
     assert cfg["sr"]["space"] == "latent"
     up = load(name)

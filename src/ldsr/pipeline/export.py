@@ -238,8 +238,8 @@ def _sampler_lines(sr: Mapping[str, Any]) -> list[str]:
         lines.append(
             "- One step from x_T lands on the network's x0 estimate at the start of the chain, "
             f"E[x0 | LR] (Tweedie): the posterior mean, the most faithful output, {how}. "
-            "For a sharp sample (texture, less fidelity) use `--steps 10 --samples 1`; for an "
-            "uncertainty map `--steps 10 --samples 8 --std-map`."
+            "For a sharp sample (texture, less fidelity) use `--mode sharp`: one posterior draw, always "
+            "written with the spread over its draws and marked as a sample in the file."
         )
     return lines
 

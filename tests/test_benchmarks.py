@@ -1,0 +1,47 @@
+"""docs/BENCHMARKS.md: its result tables are rendered from the stored evaluation summaries, not typed by hand."""
+
+from __future__ import annotations
+
+import json
+import runpy
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RENDER = runpy.run_path(str(ROOT / "experiments" / "render_benchmarks.py"))
+
+
+def _run(folder: Path, rows: dict[str, list[tuple[float, float]]]) -> None:
+    """A minimal `ldsr evaluate` output: summary.json, results.csv (per image) and machine.json."""
+    folder.mkdir(parents=True)
+    lines = ["# provenance line", "method,image,psnr_y,ssim_y"]
+    methods = []
+    for m, vals in rows.items():
+        lines += [f"{m},img{i}.png,{p},{s}" for i, (p, s) in enumerate(vals)]
+        n = len(vals)
+        methods.append({"method": m, "psnr_y": sum(p for p, _ in vals) / n, "ssim_y": sum(s for _, s in vals) / n,
+                        "lr_psnr": 40.0, "hfen_y": 0.5, "hf_ratio_y": 0.9, "seconds_per_image": 0.01})  # fmt: skip
+    (folder / "results.csv").write_text("\n".join(lines) + "\n")
+    prov = {"n_images": 3, "scale": 4, "command": "ldsr evaluate ...", "device": "cpu",
+            "date": "2026-11-30T00:00:00+00:00"}  # fmt: skip
+    (folder / "summary.json").write_text(json.dumps({"provenance": prov, "methods": methods}))
+    (folder / "machine.json").write_text(json.dumps({"cpus": 2, "processor": "test CPU"}))
+
+
+def test_table_numbers_come_from_the_summary(tmp_path: Path) -> None:
+    _run(tmp_path / "res" / "set", {"bicubic": [(30.0, 0.8), (31.0, 0.9), (32.0, 0.7)],
+                                    "mri_x4": [(31.0, 0.85), (31.5, 0.9), (33.0, 0.8)]})  # fmt: skip
+    doc = "intro\n<!-- results:set -->\nstale\n<!-- /results -->\nend\n"
+    out = RENDER["render"](doc, tmp_path / "res")
+    assert "stale" not in out and out.startswith("intro\n") and out.endswith("end\n")
+    row = next(line for line in out.splitlines() if line.startswith("| mri-x4 blind fine-tune"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "31.83" and cells[2] == "0.8500"  # means of the three images
+    # paired differences 1.0, 0.5, 1.0: mean 0.83, standard error 0.17, higher on 3 of 3
+    assert cells[3] == "+0.83 ± 0.17 (3/3)"
+    assert "2-core test CPU" in out and "2026-11-30" in out
+
+
+def test_committed_benchmarks_match_their_summaries() -> None:
+    doc = ROOT / "docs" / "BENCHMARKS.md"
+    text = doc.read_text()
+    assert RENDER["render"](text, ROOT / "docs" / "results") == text, "run experiments/render_benchmarks.py"
