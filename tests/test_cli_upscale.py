@@ -184,11 +184,13 @@ def test_multiframe_dicom_is_processed_whole_into_dicom(tmp_path: Path) -> None:
     src = FIX / "dicom" / "emri_small.dcm"  # 10 frames of 64 x 64
     res = _invoke("-i", src, "-o", tmp_path / "out", "-m", "bicubic", "--scale", "2")
     assert res.exit_code == 0, res.output
-    outs = sorted((tmp_path / "out").iterdir())
-    assert [p.name for p in outs] == [f"emri_small_f{k:03d}.dcm" for k in range(10)]
-    first = pydicom.dcmread(outs[0])
-    assert (first.Rows, first.Columns) == (128, 128)
-    assert len({pydicom.dcmread(p).SOPInstanceUID for p in outs}) == 10
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["emri_small.dcm"]  # one multi-frame DICOM
+    ds = pydicom.dcmread(tmp_path / "out" / "emri_small.dcm")
+    assert (int(ds.NumberOfFrames), ds.Rows, ds.Columns) == (10, 128, 128)
+    pngs = _invoke("-i", src, "-o", tmp_path / "f.png", "-m", "bicubic", "--scale", "2")  # PNG: one per frame
+    assert pngs.exit_code == 0 and sorted(p.name for p in tmp_path.glob("f_f*.png")) == [
+        f"f_f{k:03d}.png" for k in range(10)
+    ]
     bad = _invoke("-i", src, "-o", tmp_path / "f.png", "-m", "bicubic", "--frames", "12")
     assert bad.exit_code == 1 and "frame 12 out of range (the file has 10 frames)" in bad.output
 
@@ -429,3 +431,30 @@ def test_consistency_on_makes_the_output_agree_with_its_input(tmp_path: Path) ->
         sr, _ = read_image(tmp_path / f"{choice}.png")
         errs[choice] = float(np.abs(imresize(sr, size=lr.shape[:2]) - lr).mean())
     assert errs["on"] < 0.7 * errs["off"], errs
+
+
+def test_call_options_pass_every_option_without_inspecting_the_upscaler() -> None:
+    """Every upscaler (bicubic, CNNs, diffusion) takes tile, tile_overlap, consistency, mode and std: they are
+    passed as asked, not looked up on `upscale_batch`'s signature (a wrapper without one got none of them)."""
+    from typing import Any, cast
+
+    from ldsr.cli.common import JobProgress
+    from ldsr.cli.upscale import RunOptions, _call_options
+
+    class Wrapped:  # e.g. a decorator without functools.wraps
+        kind = "latent"
+
+        def upscale_batch(self, lrs: list[np.ndarray], **kw: Any) -> list[Any]:
+            return []
+
+    opts = RunOptions(sampler="ddim", steps=3, eta=None, seed=7, draws=2, reduce="mean", std_map=True, batch=1,
+                      decode_tile=None, precision="fp32", device="cpu", mode="sharp", tile=16, tile_overlap=4,
+                      consistency="off")  # fmt: skip
+    kw = _call_options(cast(Any, Wrapped()), opts, JobProgress(1, desc="t", quiet=True))
+    assert callable(kw.pop("progress"))
+    assert kw == dict(sampler="ddim", steps=3, eta=None, seed=7, samples=2, reduce="mean", mode="sharp",
+                      consistency=False, std=True, tile=16, tile_overlap=4)  # fmt: skip
+    plain = _call_options(cast(Any, Wrapped()), RunOptions(None, None, None, 0, None, "none", False, 1, 0, "fp32",
+                                                           "cpu"), JobProgress(1, desc="t", quiet=True))  # fmt: skip
+    assert (plain["decode_tile"], plain["mode"], plain["consistency"], plain["std"]) == (0, None, "auto", True)
+    assert "tile" not in plain and "tile_overlap" not in plain

@@ -13,10 +13,12 @@ import typer
 
 from ldsr.cli.common import (
     Device,
+    Precision,
     Sampler,
     device_option,
     draws_option,
     fail,
+    precision_option,
     sampler_option,
     seeds_option,
     steps_option,
@@ -24,7 +26,7 @@ from ldsr.cli.common import (
 from ldsr.data.degrade import CLI_SCALES, PRESETS
 
 if TYPE_CHECKING:
-    from ldsr.evaluation.report import Preset
+    from ldsr.evaluation.report import PrecisionName, Preset
 
 
 def _preset(value: str | None) -> str | None:
@@ -82,10 +84,11 @@ def evaluate_command(
     draws: Optional[int] = draws_option(show_default="each model's sr.samples"),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Use the first N images.", show_default="all"),
     device: Device = device_option(),
+    precision: Precision = precision_option(),
     heatmaps: int = typer.Option(3, "--heatmaps", min=0, help="Images per method with an SSIM heat map."),
 ) -> None:
     """Upscale every GT image's LR with each model; write results.csv, summary.md/.json, sr/ and figures."""
-    from ldsr.cli.common import resolve_device
+    from ldsr.cli.common import check_precision, resolve_device
     from ldsr.evaluation.report import EvalConfig, evaluate
 
     if lr is not None and preset is not None:
@@ -93,11 +96,13 @@ def evaluate_command(
     if samples is not None and samples != seeds and seeds != 1:
         fail("--samples is the old name of --seeds; give one of them")
     seeds = samples if samples is not None else seeds
+    dev = resolve_device(device)
+    check_precision(precision, dev)  # fp16 on a CPU: refused before any work
     cfg = EvalConfig(
         gt_dir=gt, models=tuple(model), out_dir=out, scale=scale, lr_dir=lr,
         preset=None if lr is not None else cast("Preset", preset or "bicubic"), seed=seed,
         sampler=None if sampler is None else str(sampler), steps=steps, samples=seeds, draws=draws, limit=limit,
-        device=resolve_device(device), heatmaps=heatmaps, command=_command_line(ctx),
+        device=dev, precision=cast("PrecisionName", str(precision)), heatmaps=heatmaps, command=_command_line(ctx),
     )  # fmt: skip
     try:
         report = evaluate(cfg)

@@ -8,7 +8,7 @@ from typing import Literal, Optional
 
 import typer
 
-from ldsr.cli.common import Precision, fail
+from ldsr.cli.common import DEVICE_HELP, Device, Precision, fail
 
 TaskName = Literal["autoencoder", "sr", "baseline", "generate", "colorize"]
 
@@ -73,15 +73,22 @@ def _command(task: TaskName) -> Callable[..., None]:
             help="Mixed precision (sets train.precision): fp32, bf16 or fp16 (fp16 needs a GPU).",
             show_default="the config's train.precision",
         ),
+        device: Optional[Device] = typer.Option(
+            None, "--device", help=f"{DEVICE_HELP} Sets train.device.", show_default="the config's train.device"
+        ),
     ) -> None:
         extra = list(overrides or [])
         if output is not None:
             extra.append(f"train.run_dir={output}")
-        if precision is not None:
-            if precision == Precision.fp16 and not dry_run:
-                from ldsr.cli.common import check_precision, resolve_device
+        if device is not None:
+            extra.append(f"train.device={device}")
+        if not dry_run and (device is not None or precision == Precision.fp16):
+            from ldsr.cli.common import check_precision, resolve_device
 
-                check_precision(precision, resolve_device("auto"))
+            chosen = resolve_device(device or Device.auto)  # --device cuda without CUDA: one line, before any data
+            if precision is not None:
+                check_precision(precision, chosen)
+        if precision is not None:
             extra.append(f"train.precision={TRAIN_PRECISION[precision]}")
         try:
             out = run_command(task, config, extra, resume=resume, dry_run=dry_run)

@@ -184,27 +184,19 @@ def _print_plan(plan: Plan, models: dict[str, Upscaler]) -> None:
 
 
 def _call_options(up: Upscaler, opts: RunOptions, progress: JobProgress) -> dict[str, Any]:
-    """Keyword arguments of `Upscaler.upscale_batch`: the options it has (checked on its signature), the network
-    evaluations reported to the job's bar as 'sampling k/n' (then 'decoding'), no bar of its own."""
-    import inspect
-
-    params = inspect.signature(up.upscale_batch).parameters
+    """Keyword arguments of `Upscaler.upscale_batch` (every upscaler, bicubic and CNNs included, takes them all):
+    the network evaluations reported to the job's bar as 'sampling k/n' (then 'decoding'), no bar of its own."""
     kw: dict[str, Any] = dict(sampler=opts.sampler, steps=opts.steps, eta=opts.eta, seed=opts.seed,
-                              samples=opts.draws, reduce=opts.reduce, progress=False)  # fmt: skip
-    if opts.decode_tile is not None or "tile" not in params:  # None: the upscaler's automatic choice
-        kw["decode_tile"] = opts.decode_tile or 0
+                              samples=opts.draws, reduce=opts.reduce, progress=False, mode=opts.mode,
+                              consistency={"on": True, "off": False}.get(opts.consistency, "auto"),
+                              std=opts.std_map or opts.reduce == "none")  # fmt: skip
+    # std: the draws themselves, not only their mean
+    if opts.decode_tile is not None:  # None: the upscaler's automatic choice
+        kw["decode_tile"] = opts.decode_tile
     for name in ("tile", "tile_overlap"):
-        if getattr(opts, name) is not None and name in params:
+        if getattr(opts, name) is not None:
             kw[name] = getattr(opts, name)
-    if "consistency" in params:
-        kw["consistency"] = {"on": True, "off": False}.get(opts.consistency, "auto")
-    if "mode" in params:
-        kw["mode"] = opts.mode
-    elif opts.mode not in (None, "faithful"):
-        raise ValueError(f"--mode {opts.mode} is not supported by this version of ldsr.pipeline")
-    if "std" in params:
-        kw["std"] = opts.std_map or opts.reduce == "none"  # the draws themselves, not only their mean
-    if "tile" in params and up.kind in ("latent", "pixel"):
+    if up.kind in ("latent", "pixel"):
 
         def report(done: int, total: int) -> None:
             progress.stage(f"sampling {done}/{total}" if done < total else "decoding")
@@ -353,6 +345,74 @@ def _write(out: Path, meta: ImageMeta, res: UpscaleResult, up: Upscaler, opts: R
         write_image(out.with_name(f"{stem}_s{k}{suffix}"), s, meta, scale=up.scale, provenance=rec)
 
 
+def _write_stack(it: Item, frames: list[tuple[ImageMeta, UpscaleResult]], up: Upscaler, opts: RunOptions) -> None:
+    """Every frame of a multi-frame DICOM (in order) as ONE multi-frame DICOM with its provenance record; its extras
+    as the plan named them: a spread map per frame (`<stem>_f<k>_std.png`, first), with --reduce none each draw
+    as one multi-frame DICOM (`<stem>_s<k>.dcm`)."""
+    from ldsr.cli.upscale_plan import _stem, frame_tag
+    from ldsr.io import suffix_of, write_dicom_frames, write_image
+
+    out, meta = it.outputs[0], frames[0][0]
+    suffix = suffix_of(out)
+    stem = _stem(out.name, suffix)
+    results = [res for _, res in frames]
+    draws: list[np.ndarray] | None = None  # --reduce none: (S, H, W, C) per frame, every draw written
+    if opts.reduce == "none" and all(res.samples is not None for res in results):
+        draws = [np.asarray(res.samples) for res in results]
+    spread_name = None
+    if opts.std_map and all(res.std is not None for res in results):  # first: no draw without its spread
+        rec = _record(up, opts, results[0].mode, False, content="spread")
+        for k, sp in zip(it.frames, [np.asarray(res.std) for res in results]):
+            write_image(out.with_name(f"{stem}{frame_tag(it, k)}_std.png"), np.clip(sp * 2.0, 0, 1), bit_depth=8,
+                        provenance=rec)  # fmt: skip
+        spread_name = f"{stem}_f<k>_std.png"
+    is_sample = any(res.is_sample for res in results) or draws is not None
+    rec = _record(up, opts, results[0].mode, is_sample, spread=spread_name)
+    images = [res.image for res in results] if draws is None else [d[0] for d in draws]
+    write_dicom_frames(out, images, meta, scale=up.scale, provenance=rec)
+    for d in range(1, 0 if draws is None else min(len(x) for x in draws)):
+        write_dicom_frames(out.with_name(f"{stem}_s{d}{suffix}"), [x[d] for x in draws or []], meta,
+                           scale=up.scale, provenance=rec)  # fmt: skip
+
+
+class _Stacks:
+    """The upscaled frames of multi-frame DICOM outputs (`Item.stack`), kept until a file's last frame is done,
+    then written as one file; a file with a failed frame is not written (its other frames are skipped)."""
+
+    def __init__(self, result: BatchResult[Path], progress: JobProgress) -> None:
+        self.result, self.progress = result, progress
+        self.frames: dict[int, dict[int, tuple[ImageMeta, UpscaleResult]]] = {}
+        self.failed: set[int] = set()
+
+    def fail(self, it: Item, e: Exception) -> None:
+        self.frames.pop(id(it), None)
+        self.failed.add(id(it))
+        _fail(self.result, self.progress, it.src, e, 1)
+
+    def add(self, it: Item, meta: ImageMeta, res: UpscaleResult, up: Upscaler, opts: RunOptions, took: float) -> None:
+        k = meta.frame or 0
+        if id(it) in self.failed:
+            self.progress.done(f"{it.src} frame {k}: skipped (another frame failed)")
+            return
+        if getattr(res, "warning", None):
+            self.progress.note(f"warning: {it.src} frame {k}: {res.warning}")
+        frames = self.frames.setdefault(id(it), {})
+        frames[k] = (meta, res)
+        if len(frames) < len(it.frames):
+            self.progress.done(f"{it.src} frame {k} ({up.name}, {took:.1f} s)")
+            return
+        out = it.outputs[0]
+        self.progress.stage(f"writing {out.name}")
+        try:
+            _write_stack(it, [frames[j] for j in sorted(frames)], up, opts)
+        except (ValueError, OSError) as e:
+            self.fail(it, e)
+            return
+        del self.frames[id(it)]
+        self.result.ok.append(out)
+        self.progress.done(f"{it.src} -> {out} ({up.name}, {len(frames)} frames, {took:.1f} s per frame)")
+
+
 def _run(
     plan: Plan, models: dict[str, Upscaler], req: Request, opts: RunOptions, progress: JobProgress
 ) -> BatchResult[Path]:
@@ -363,6 +423,7 @@ def _run(
 
     result: BatchResult[Path] = BatchResult(failures=list(plan.failures))
     pending: dict[tuple, list] = {}
+    stacks = _Stacks(result, progress)
 
     def flush(key: tuple) -> None:
         group = pending.pop(key)
@@ -372,10 +433,16 @@ def _run(
             outs = _infer(up, [g[2] for g in group], opts, progress)
         except (ValueError, OSError, RuntimeError) as e:
             for it, _, _, _ in group:
-                _fail(result, progress, it.src, e, 1)
+                if it.stack:
+                    stacks.fail(it, e)
+                else:
+                    _fail(result, progress, it.src, e, 1)
             return
         per_image = (time.perf_counter() - started) / len(group)
         for (it, out, _, meta), res in zip(group, outs):
+            if it.stack:
+                stacks.add(it, meta, res, up, opts, per_image)
+                continue
             progress.stage(f"writing {out.name}")
             try:
                 _write(out, meta, res, up, opts)
@@ -407,7 +474,7 @@ def _run(
         except (ValueError, OSError) as e:
             _fail(result, progress, it.src, e, len(it.frames))
             continue
-        for k, out in zip(it.frames, it.outputs):
+        for k, out in zip(it.frames, it.outputs * len(it.frames) if it.stack else it.outputs):
             image, meta = frames[k]
             image = convert_channels(image, req.channels)
             key = (it.model, image.shape)
@@ -529,7 +596,8 @@ def _slide_command(job: SlideJob, model: str | None, scale: int | None, opts: Ru
 OUTPUT_HELP = (
     "Output file (one input; .png .jpg .tif, .dcm for DICOM input, .nii/.nii.gz for a NIfTI volume, .tif for a "
     "slide region) or folder. Folder outputs are named <stem>.png (.dcm for DICOM, <stem>.nii.gz for a NIfTI volume), "
-    "<stem>_f<k> per frame; inputs sharing a stem keep their whole name (x.tif.png)."
+    "<stem>_f<k> per frame (a multi-frame DICOM written as DICOM stays one multi-frame file); inputs sharing a stem "
+    "keep their whole name (x.tif.png)."
 )
 MODEL_OPTION = typer.Option(
     None,
@@ -548,7 +616,8 @@ FRAMES_OPTION = typer.Option(
     "all",
     "--frames",
     callback=_frames,
-    help="Multi-frame DICOM / TIFF and NIfTI volumes: all (one output per frame / slice), middle, or a number.",
+    help="Multi-frame DICOM / TIFF and NIfTI volumes: all (one output per frame / slice; one multi-frame DICOM "
+    "or NIfTI volume when written as such), middle, or a number.",
 )
 DECODE_TILE_OPTION = typer.Option(
     None,

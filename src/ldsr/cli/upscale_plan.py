@@ -13,6 +13,9 @@ Output names (documented in the README and `ldsr upscale --help`):
   suffix `.dcm` for DICOM inputs and `.png` for all others;
 - a file with several frames / slices processed whole (`--frames all`, the default) gives one output per frame,
   `<stem>_f<k>` with k the frame (DICOM, TIFF page) or slice (NIfTI, along `--axis`) index, zero-padded;
+- except a multi-frame DICOM written as DICOM (`-o NAME.dcm`, or a folder job), which stays ONE multi-frame DICOM
+  (`ldsr.io.write_dicom_frames`: every frame, NumberOfFrames kept, Rows / Columns and PixelSpacing updated);
+  its spread maps are per frame, `<stem>_f<k>_std.png`, its single draws multi-frame DICOMs `<stem>_s<k>.dcm`;
 - a NIfTI volume stays a volume (`ldsr.pipeline.regions.upscale_volume`: in-plane, slice by slice along
   `--axis`, voxel size and affine updated) when `-o` names a .nii / .nii.gz file, and in a folder job with
   `--frames all` (the default), as `<stem>.nii.gz` (`.nii` for a .nii input); `-o NAME.png` or `--frames
@@ -46,6 +49,7 @@ ALPHA_NOTE = "alpha channel dropped"
 VOLUME_SUFFIXES = (".nii", ".nii.gz")
 NIFTI_NOTE = "written as PNG slices (-o NAME.nii.gz, or a folder with --frames all, keeps the volume)"
 VOLUME_NOTE = "upscaled in-plane slice by slice, written as a NIfTI volume (voxel size and affine updated)"
+STACK_NOTE = "written as one multi-frame DICOM (Rows / Columns and PixelSpacing updated)"
 # Suffixes that make `-o NAME` look like one image file rather than a folder.
 IMAGE_LIKE = {*SUFFIXES, *OUTPUT_SUFFIXES, ".webp", ".bmp", ".gif", ".jp2", ".heic"}
 
@@ -83,6 +87,7 @@ class Item:
     outputs: list[Path] = field(default_factory=list)  # one per frame (one for a volume)
     extras: list[Path] = field(default_factory=list)  # std maps, single draws
     volume: bool = False  # a NIfTI volume written back as one NIfTI volume
+    stack: bool = False  # every frame of a multi-frame DICOM written back as one multi-frame DICOM
 
 
 @dataclass
@@ -209,12 +214,16 @@ def _base_output(item: Item, req: Request, single: bool, whole_name: bool) -> tu
     return req.output / rel.parent / (name + suffix), suffix
 
 
+def frame_tag(item: Item, k: int) -> str:
+    """`_f<k>`, frame k's tag in output names (zero-padded to the file's frame count, at least 3 digits)."""
+    return f"_f{k:0{max(3, len(str(item.n_frames - 1)))}d}"
+
+
 def _frame_outputs(base: Path, suffix: str, item: Item) -> list[Path]:
-    if len(item.frames) == 1 or item.volume:
-        return [base]  # one frame asked for (or a plain image): no frame tag
-    width = max(3, len(str(item.n_frames - 1)))
+    if len(item.frames) == 1 or item.volume or item.stack:
+        return [base]  # one frame asked for (or a plain image, a volume, a multi-frame DICOM): no frame tag
     stem = _stem(base.name, suffix)
-    return [base.with_name(f"{stem}_f{k:0{width}d}{suffix}") for k in item.frames]
+    return [base.with_name(f"{stem}{frame_tag(item, k)}{suffix}") for k in item.frames]
 
 
 def assign_outputs(items: list[Item], req: Request, single: bool) -> None:
@@ -224,6 +233,11 @@ def assign_outputs(items: list[Item], req: Request, single: bool) -> None:
             file_out = single and _is_file_output(req)
             it.volume = suffix_of(req.output) in VOLUME_SUFFIXES if file_out else req.frames == "all"
             it.notes.append(VOLUME_NOTE if it.volume else NIFTI_NOTE)
+        elif it.fmt == "dicom" and len(it.frames) > 1:
+            file_out = single and _is_file_output(req)
+            it.stack = suffix_of(req.output) == ".dcm" if file_out else True  # folder jobs write DICOM as .dcm
+            if it.stack:
+                it.notes.append(STACK_NOTE)
     bases = {id(it): _base_output(it, req, single, whole_name=False) for it in items}
     groups: dict[str, list[Item]] = defaultdict(list)
     for it in items:
@@ -241,13 +255,22 @@ def assign_outputs(items: list[Item], req: Request, single: bool) -> None:
 
 
 def add_extras(item: Item, req: Request, draws: int) -> None:
-    """The std map (`<stem>_std.png`; a volume's `<stem>_std.nii.gz`) and, with --reduce none, draws 1..
-    (`<stem>_s<k>`, not for volumes) of every output."""
+    """The std map (`<stem>_std.png`; a volume's `<stem>_std.nii.gz`, a multi-frame DICOM's `<stem>_f<k>_std.png`)
+    and, with --reduce none, draws 1.. (`<stem>_s<k>`, not for volumes) of every output."""
     item.extras = []
     if item.volume:  # one volume: its spread as one volume, no single draws
         if req.std_map and draws > 1:
             suffix = suffix_of(item.outputs[0])
             item.extras.append(item.outputs[0].with_name(f"{_stem(item.outputs[0].name, suffix)}_std{suffix}"))
+        return
+    if item.stack:  # one multi-frame DICOM: a spread map per frame, each draw a multi-frame DICOM
+        out = item.outputs[0]
+        suffix = suffix_of(out)
+        stem = _stem(out.name, suffix)
+        if req.std_map and draws > 1:
+            item.extras += [out.with_name(f"{stem}{frame_tag(item, k)}_std.png") for k in item.frames]
+        if req.keep_draws:
+            item.extras += [out.with_name(f"{stem}_s{k}{suffix}") for k in range(1, draws)]
         return
     for out in item.outputs:
         suffix = suffix_of(out)

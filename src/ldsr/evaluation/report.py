@@ -55,6 +55,8 @@ from ldsr.io import ImageError, ImageMeta, atomic_path, list_images, read_image,
 from ldsr.io.batch import run_batch
 
 Preset = Literal["bicubic", "bsrgan", "light", "kspace", "blind"]
+PrecisionName = Literal["fp32", "bf16", "fp16"]  # inference precision: fp32, or bf16 / fp16 autocast
+PRECISIONS: tuple[PrecisionName, ...] = ("fp32", "bf16", "fp16")
 Mode = Literal["faithful", "sharp"]
 MODES: tuple[Mode, ...] = ("faithful", "sharp")
 DIFFUSION_KINDS = ("latent", "pixel")
@@ -79,6 +81,7 @@ class EvalConfig:
     draws: int | None = None  # sampler draws averaged into each SR image; None: each model's own sr.samples
     limit: int | None = None
     device: str = "cpu"
+    precision: PrecisionName = "fp32"  # every upscale call runs under autocast to bf16 / fp16 unless fp32
     heatmaps: int = 3
     command: str = ""
 
@@ -100,6 +103,10 @@ class EvalConfig:
                 raise ValueError(f"--{name} must be >= {low}, got {value}")
         if self.device != "cpu" and not self.device.startswith("cuda"):
             raise ValueError(f"--device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.precision == "fp16" and not self.device.startswith("cuda"):
+            raise ValueError("--precision fp16 needs --device cuda (a CPU runs fp32 or bf16)")
         self._validate_models()
 
     def _validate_models(self) -> None:
@@ -465,11 +472,20 @@ def _upscale(up: Any, lr: np.ndarray, cfg: EvalConfig, seed: int, mem: PeakMemor
     kw: dict[str, Any] = {"seed": seed}
     if up.kind in DIFFUSION_KINDS:
         kw.update(sampler=cfg.sampler, steps=cfg.steps, samples=cfg.draws, mode=mode or "faithful", std=True)
-    with mem.track():
+    with mem.track(), _autocast(up, cfg.precision):
         t0 = time.perf_counter()
         out = up.upscale(lr, **kw)
         seconds = time.perf_counter() - t0
     return out, seconds
+
+
+def _autocast(up: Any, precision: PrecisionName) -> Any:
+    """torch.autocast on the model's device for bf16 / fp16 (as `ldsr upscale --precision`); fp32: a no-op."""
+    import torch
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    device = getattr(up, "device", None)
+    return torch.autocast(getattr(device, "type", "cpu"), dtype=dtype, enabled=dtype is not None)
 
 
 def calibration(sr: np.ndarray, draws: np.ndarray | None, case: Case, scale: int,
@@ -637,6 +653,7 @@ def provenance(cfg: EvalConfig, cases: Sequence[Case]) -> dict[str, Any]:
         "(in-process: one-time library set-up counts for the first method that needs it)",  # fmt: skip
         "ldsr_version": __version__,
         "device": cfg.device,
+        "precision": cfg.precision,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": cfg.command,
     }

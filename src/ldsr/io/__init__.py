@@ -6,7 +6,8 @@ PNG / JPEG / TIFF unsigned integers k -> k / (2^b - 1); monochrome DICOM and NIf
 inverted; colour DICOM through the range of BitsStored); float data kept when inside [0, 1], else scaled
 by their own (min, max). Multi-frame files (DICOM frames, NIfTI slices, TIFF pages) give one item per frame.
 
-Formats (the input suffixes; `write_image` writes one 2D image as PNG, JPEG, TIFF or DICOM, `OUTPUT_SUFFIXES`;
+Formats (the input suffixes; `write_image` writes one 2D image as PNG, JPEG, TIFF or DICOM, `OUTPUT_SUFFIXES`,
+`write_dicom_frames` every frame of a multi-frame DICOM as one multi-frame DICOM;
 NIfTI volumes are written whole by `volume.write_volume`, and whole-slide regions as pyramidal BigTIFF by
 `wsi.write_pyramid`):
 
@@ -22,8 +23,9 @@ sharp-mode draw, whose detail may be invented): `write_image(..., provenance=rec
 
 Modules: `files` (ImageError, atomic_path), `meta` (ImageMeta, DicomSource, suffix tables), `listing`
 (suffix_of, list_images), `read` (read_frames, read_image, count_frames, check_size), `write`
-(write_image), `provenance` (provenance_record, read_provenance, mark_volume); `volume` (NIfTI volumes) and
-`wsi` (whole-slide images) are imported from their modules. The public names are re-exported here.
+(write_image, write_dicom_frames), `provenance` (provenance_record, read_provenance, mark_volume); `volume`
+(NIfTI volumes) and `wsi` (whole-slide images) are imported from their modules. The public names are re-exported
+here.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from ldsr.io.listing import list_images, suffix_of
 from ldsr.io.meta import OUTPUT_SUFFIXES, SUFFIXES, DicomSource, Frame, ImageFormat, ImageMeta
 from ldsr.io.provenance import provenance_record, read_provenance
 from ldsr.io.read import check_size, count_frames, read_frames, read_image
-from ldsr.io.write import write_image
+from ldsr.io.write import write_dicom_frames, write_image
 
 __all__ = [
     "OUTPUT_SUFFIXES",
@@ -52,5 +54,6 @@ __all__ = [
     "read_image",
     "read_provenance",
     "suffix_of",
+    "write_dicom_frames",
     "write_image",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -181,7 +182,7 @@ def _dicom_integer_to_unit(
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Writing (a derived DICOM of one frame)
+# Writing (a derived DICOM of one frame, or of every frame of a multi-frame source)
 # ---------------------------------------------------------------------------------------------------------
 
 
@@ -208,37 +209,35 @@ def _to_stored(x: np.ndarray, info: DicomSource) -> np.ndarray:
     return s.astype(np.dtype(info.stored_dtype))
 
 
-def _derived_dataset(
-    meta: ImageMeta, image: np.ndarray, scale: float, out: Path, record: Mapping[str, Any] | None = None
-) -> Dataset:
-    """The source dataset with its pixels replaced by `image` (one frame), marked as a derived image (with the
-    ldsr provenance `record`, if given)."""
+def _source_dataset(meta: ImageMeta, channels: int, out: Path) -> tuple[Dataset, DicomSource, int]:
+    """(the source re-read, its stored-value rule, samples per pixel) for a derived image of `channels` channels;
+    ValueError / ImageError when the source cannot be written back as DICOM."""
     info = meta.dicom
     if info is None:
         raise ValueError(f"{out}: DICOM output needs a DICOM source's metadata, got {meta.format} metadata")
     if info.stored_dtype.startswith("float"):
         raise ValueError(f"{out}: DICOM output of float pixel data (from {meta.path}) is not supported")
     samples = 3 if info.photometric == "RGB" or info.photometric.startswith("YBR") else 1
-    if image.shape[2] != samples:
-        raise ValueError(f"{out}: the DICOM source has {samples} channel(s), the image {image.shape[2]}")
+    if channels != samples:
+        raise ValueError(f"{out}: the DICOM source has {samples} channel(s), the image {channels}")
     src = Path(meta.path)
     try:
         ds = pydicom.dcmread(src)
     except Exception as e:
         raise ImageError(out, f"cannot re-read the DICOM source {src} ({_one_line(e)})") from e
-    stored = _to_stored(image, info)
-    frame = meta.frame
-    # Single-frame result: keep only this frame's per-frame functional group.
-    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
-    if per_frame is not None and frame is not None and frame < len(per_frame):
-        ds.PerFrameFunctionalGroupsSequence = pydicom.Sequence([per_frame[frame]])
+    return ds, info, samples
+
+
+def _set_pixels(ds: Dataset, stored: np.ndarray, info: DicomSource, samples: int) -> None:
+    """Replace the pixels by `stored` (F, H, W, C) stored values: Rows / Columns, NumberOfFrames (when the source
+    has it, or F > 1), the pixel module's attributes, uncompressed PixelData (frames in order, pixel-interleaved)."""
     stale = ("FloatPixelData", "DoubleFloatPixelData", "SmallestImagePixelValue", "LargestImagePixelValue")
     for keyword in stale:
         if keyword in ds:
             del ds[keyword]
-    if "NumberOfFrames" in ds:
-        ds.NumberOfFrames = 1
-    ds.Rows, ds.Columns = int(stored.shape[0]), int(stored.shape[1])
+    if "NumberOfFrames" in ds or stored.shape[0] > 1:
+        ds.NumberOfFrames = int(stored.shape[0])
+    ds.Rows, ds.Columns = int(stored.shape[1]), int(stored.shape[2])
     ds.SamplesPerPixel = samples
     if samples == 3:
         ds.PhotometricInterpretation = "RGB"
@@ -252,8 +251,42 @@ def _derived_dataset(
     ds.PixelData = np.ascontiguousarray(stored).astype(stored.dtype.newbyteorder("<")).tobytes()
     ds["PixelData"].VR = "OB" if info.bits_allocated <= 8 else "OW"
     ds["PixelData"].is_undefined_length = False  # the source may have been encapsulated (compressed)
+
+
+def _derived_dataset(
+    meta: ImageMeta, image: np.ndarray, scale: float, out: Path, record: Mapping[str, Any] | None = None
+) -> Dataset:
+    """The source dataset with its pixels replaced by `image` (one frame), marked as a derived image (with the
+    ldsr provenance `record`, if given)."""
+    ds, info, samples = _source_dataset(meta, image.shape[2], out)
+    frame = meta.frame
+    # Single-frame result: keep only this frame's per-frame functional group.
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if per_frame is not None and frame is not None and frame < len(per_frame):
+        ds.PerFrameFunctionalGroupsSequence = pydicom.Sequence([per_frame[frame]])
+    _set_pixels(ds, _to_stored(image, info)[None], info, samples)
     _update_spacing(ds, scale)
     _mark_derived(ds, meta, scale, record)
+    return ds
+
+
+def _derived_stack_dataset(
+    meta: ImageMeta, images: Sequence[np.ndarray], scale: float, out: Path, record: Mapping[str, Any] | None = None
+) -> Dataset:
+    """The multi-frame source with every frame replaced by `images` (all frames, in order, one (H, W, C) size):
+    NumberOfFrames and the per-frame functional groups kept, Rows / Columns and every PixelSpacing updated, one
+    derived image (one SOP instance) marked with the provenance `record`, if given."""
+    shapes = {np.shape(im) for im in images}
+    if len(shapes) != 1:
+        raise ValueError(f"{out}: the frames of one DICOM file must share one size, got {sorted(shapes)}")
+    if len(images) != meta.n_frames:
+        raise ValueError(f"{out}: {len(images)} frames given, the DICOM source {meta.path} has {meta.n_frames}")
+    ds, info, samples = _source_dataset(meta, int(images[0].shape[2]), out)
+    if int(ds.get("NumberOfFrames", 1) or 1) != len(images):
+        raise ValueError(f"{out}: the DICOM source {meta.path} no longer has {len(images)} frames")
+    _set_pixels(ds, _to_stored(np.stack(images), info), info, samples)
+    _update_spacing(ds, scale)
+    _mark_derived(ds, replace(meta, frame=None), scale, record)
     return ds
 
 

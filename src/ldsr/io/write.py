@@ -1,17 +1,18 @@
-"""The public writing API: `write_image` (PNG, JPEG, TIFF, derived DICOM), always atomic."""
+"""The public writing API: `write_image` (PNG, JPEG, TIFF, derived DICOM) and `write_dicom_frames` (one
+multi-frame derived DICOM), always atomic."""
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pydicom
 
-from ldsr.io.dicom import _derived_dataset
+from ldsr.io.dicom import _derived_dataset, _derived_stack_dataset
 from ldsr.io.files import atomic_path
 from ldsr.io.listing import suffix_of
 from ldsr.io.meta import OUTPUT_SUFFIXES, ImageFormat, ImageMeta, quantize
@@ -112,4 +113,37 @@ def write_image(
             _write_tiff(tmp, x, bits, meta, provenance)
         else:
             _write_pil(tmp, quantize(x, 16 if bits == 16 else 8), fmt, provenance)  # png / jpeg: 8 or 16 bits
+    return out
+
+
+def write_dicom_frames(
+    path: str | os.PathLike[str],
+    images: Sequence[np.ndarray],
+    meta: ImageMeta,
+    *,
+    scale: float = 1.0,
+    provenance: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write every frame of a multi-frame DICOM source, upscaled, as ONE multi-frame derived DICOM, atomically.
+
+    `images`: the source's frames in order ((H, W) or (H, W, C) in [0, 1], one size), `meta`: the `ImageMeta` of
+    any of its frames (`read_frames`). Each frame is stored as `write_image` stores one (the source's BitsStored,
+    slope / intercept, MONOCHROME1 and window undone exactly); NumberOfFrames and the per-frame functional groups
+    are kept, Rows / Columns are the images' and every PixelSpacing is divided by `scale`; one new SOP instance
+    in the derived series of `write_image`, with the `provenance` record. The source is never overwritten.
+    """
+    out = Path(path)
+    if suffix_of(out) != ".dcm":
+        raise ValueError(f"{out}: a multi-frame DICOM is written to a .dcm file")
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be a positive number, got {scale}")
+    if meta.dicom is None:
+        raise ValueError(f"{out}: DICOM output needs the metadata of a DICOM source, got {meta.format} metadata")
+    if out.exists() and out.resolve() == Path(meta.path).resolve():
+        raise ValueError(f"{out}: refusing to overwrite the source image")
+    if not images:
+        raise ValueError(f"{out}: no frames to write")
+    ds = _derived_stack_dataset(meta, [_as_unit_hwc(im) for im in images], scale, out, provenance)
+    with atomic_path(out) as tmp:
+        pydicom.dcmwrite(tmp, ds, enforce_file_format=True)
     return out

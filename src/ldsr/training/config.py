@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 Precision = Literal["no", "fp16", "bf16"]
+Device = Literal["auto", "cpu", "cuda"]
 Schedule = Literal["constant", "cosine"]
 
 
@@ -28,6 +29,7 @@ class TrainConfig:
     ema_warmup: bool = True  # decay min(ema_decay, (1 + n) / (10 + n)) after n averaged steps (see EMA)
     grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
     precision: Precision = "no"  # mixed precision: fp16 / bf16 on a GPU (bf16 also runs on a CPU, slowly)
+    device: Device = "auto"  # auto: CUDA when torch sees a GPU, else the CPU; cpu even where CUDA exists; cuda
     grad_accum: int = 1  # micro-batches per optimizer step
     ckpt_every: int = 1000  # checkpoint every N steps (and always at the end)
     keep_last: int = 0  # keep only the newest N checkpoints; 0 keeps all
@@ -54,5 +56,9 @@ class TrainConfig:
             raise ValueError("train.grad_clip and train.weight_decay must be >= 0")
         if not 0.0 <= self.max_minutes < math.inf:
             raise ValueError(f"train.max_minutes must be a finite number >= 0 (0: no limit), got {self.max_minutes}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"train.device must be auto, cpu or cuda, got {self.device!r}")
+        if self.device == "cpu" and self.precision == "fp16":
+            raise ValueError("train.precision fp16 needs a GPU; train.device is cpu (use bf16 or no)")
         if not all(0.0 <= b < 1.0 for b in self.betas):
             raise ValueError(f"train.betas must lie in [0, 1), got {self.betas}")

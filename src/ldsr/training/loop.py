@@ -189,10 +189,20 @@ def _accelerator(tc: TrainConfig) -> tuple[Any, Any]:
     accelerator = Accelerator(
         mixed_precision=tc.precision,
         gradient_accumulation_steps=tc.grad_accum,
-        cpu=not torch.cuda.is_available(),
+        cpu=_use_cpu(tc),
         kwargs_handlers=[ddp_kwargs],
     )
     return accelerator, ddp_kwargs
+
+
+def _use_cpu(tc: TrainConfig) -> bool:
+    """train.device: cpu forces the CPU even where CUDA exists, auto takes CUDA when torch sees it; cuda without
+    it is a ValueError (one line, raised before any data is loaded)."""
+    available = torch.cuda.is_available()
+    if tc.device == "cuda" and not available:
+        why = "this torch build has no CUDA support" if torch.version.cuda is None else "no CUDA device is visible"
+        raise ValueError(f"train.device cuda: {why}; use --device cpu (or auto)")
+    return tc.device == "cpu" or not available
 
 
 def _model(cfg: RunConfig, model: nn.Module | None) -> nn.Module:
