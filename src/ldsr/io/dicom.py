@@ -34,7 +34,7 @@ def _functional_group_item(ds: Dataset, sequence: str, frame: int | None) -> Dat
     if "SharedFunctionalGroupsSequence" in ds and len(ds.SharedFunctionalGroupsSequence):
         groups.append(ds.SharedFunctionalGroupsSequence[0])
     for group in groups:
-        if sequence in group and len(group[sequence]):
+        if sequence in group and group[sequence].value:
             return group[sequence][0]
     return None
 
@@ -201,6 +201,97 @@ def _update_spacing(ds: Dataset, scale: float) -> None:
             holder.PixelSpacing = [_scaled_ds(v, scale) for v in holder.PixelSpacing]
 
 
+# Geometry of an in-plane upscale by s (the half-pixel rule of `ldsr.io.volume` and `ldsr.data.resize.imresize`).
+# ImagePositionPatient (IPP) is the patient-space centre (mm) of the first transmitted (top-left) pixel; with
+# ImageOrientationPatient (IOP) = (r, c), r the unit direction of increasing column index (along a row) and c that
+# of increasing row index (down a column), and PixelSpacing = (dr, dc) (row spacing, column spacing), pixel
+# (row i, column j) is centred at
+#
+#     P(i, j) = IPP + j * dc * r + i * dr * c.
+#
+# Output pixel m along an axis upscaled by s covers input coordinates [m / s - 1/2, (m + 1) / s - 1/2], so its
+# centre is input coordinate (m + 1/2) / s - 1/2; output pixel 0 sits at input (1/s - 1) / 2 = -(s - 1) / (2 s)
+# along both axes:
+#
+#     new IPP = P((1/s - 1) / 2, (1/s - 1) / 2) = IPP + (1/s - 1) / 2 * (dc * r + dr * c)      (old spacings)
+#
+# which keeps the outer corner of the image (input and output pixel coordinate (-1/2, -1/2)) in place, as
+# `ldsr.io.volume.upscaled_affine` keeps the NIfTI volume's outer faces.
+
+
+def _floats(value: Any, n: int) -> np.ndarray | None:
+    """`value` (a DICOM multi-valued DS) as n finite floats, or None when it is not that."""
+    try:
+        arr = np.array([float(v) for v in value], dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    return arr if arr.shape == (n,) and bool(np.all(np.isfinite(arr))) else None
+
+
+def _first_item(holder: Dataset | None, sequence: str) -> Dataset | None:
+    """First item of `sequence` in `holder` (a dataset or a functional group), if any."""
+    if holder is None or sequence not in holder or not holder[sequence].value:
+        return None
+    item: Dataset = holder[sequence].value[0]
+    return item
+
+
+def _first_value(holders: Sequence[Dataset | None], keyword: str, n: int) -> np.ndarray | None:
+    """`keyword` as n floats from the first of `holders` with a non-empty one; None when none has it or that
+    one is not n finite numbers (then nothing is guessed from a less specific holder)."""
+    for holder in holders:
+        if holder is not None and keyword in holder and holder[keyword].value:
+            return _floats(holder[keyword].value, n)
+    return None
+
+
+def _first_pixel_shift(orientation: np.ndarray, spacing: np.ndarray, scale: float) -> np.ndarray:
+    """Patient-space move (mm) of the first pixel's centre for an upscale by `scale`: (1/s - 1) / 2 * (dc r + dr c),
+    with r = orientation[:3] (along a row, column spacing dc = spacing[1]) and c = orientation[3:] (down a column,
+    row spacing dr = spacing[0]), the old spacings; see the geometry note above."""
+    along_row, down_column = orientation[:3], orientation[3:]
+    return (1.0 / scale - 1.0) / 2.0 * (spacing[1] * along_row + spacing[0] * down_column)
+
+
+def _shift_position(
+    holder: Dataset, orientations: Sequence[Dataset | None], spacings: Sequence[Dataset | None], scale: float
+) -> None:
+    """Move `holder`'s ImagePositionPatient by `_first_pixel_shift`, with the ImageOrientationPatient and
+    PixelSpacing of the first of `orientations` / `spacings` that has one; unchanged when any is missing."""
+    position = _first_value([holder], "ImagePositionPatient", 3)
+    orientation = _first_value(orientations, "ImageOrientationPatient", 6)
+    spacing = _first_value(spacings, "PixelSpacing", 2)
+    if position is None or orientation is None or spacing is None:
+        return
+    moved = position + _first_pixel_shift(orientation, spacing, scale)
+    holder.ImagePositionPatient = [format_number_as_ds(float(v)) for v in moved]
+
+
+def _update_positions(ds: Dataset, scale: float) -> None:
+    """Move every ImagePositionPatient (top level; PlanePositionSequence of the shared and of each per-frame
+    functional group) to the centre of the upscaled image's first pixel. Orientation and spacing: the most
+    specific holder's (this frame's group, then the shared group, then the top level). Call it before the
+    PixelSpacing is divided (`_update_spacing`): the shift uses the old spacing."""
+    shared = _first_item(ds, "SharedFunctionalGroupsSequence")
+    shared_orient = _first_item(shared, "PlaneOrientationSequence")
+    shared_measures = _first_item(shared, "PixelMeasuresSequence")
+    _shift_position(ds, [ds, shared_orient], [ds, shared_measures], scale)
+    groups = [(shared, [shared_orient, ds], [shared_measures, ds])]
+    for group in ds.get("PerFrameFunctionalGroupsSequence", []):
+        orient = _first_item(group, "PlaneOrientationSequence")
+        measures = _first_item(group, "PixelMeasuresSequence")
+        groups.append((group, [orient, shared_orient, ds], [measures, shared_measures, ds]))
+    for group, orientations, spacings in groups:
+        for position in (group or Dataset()).get("PlanePositionSequence", []):
+            _shift_position(position, orientations, spacings, scale)
+
+
+def _update_geometry(ds: Dataset, scale: float) -> None:
+    """The plane geometry of an image upscaled by `scale`: first-pixel positions moved, then spacings divided."""
+    _update_positions(ds, scale)
+    _update_spacing(ds, scale)
+
+
 def _to_stored(x: np.ndarray, info: DicomSource) -> np.ndarray:
     """Inverse of `_dicom_integer_to_unit`: stored = s_lo + rint(x' * (s_hi - s_lo)), x' = x or 1 - x."""
     s_lo, s_hi = info.stored_range
@@ -265,7 +356,7 @@ def _derived_dataset(
     if per_frame is not None and frame is not None and frame < len(per_frame):
         ds.PerFrameFunctionalGroupsSequence = pydicom.Sequence([per_frame[frame]])
     _set_pixels(ds, _to_stored(image, info)[None], info, samples)
-    _update_spacing(ds, scale)
+    _update_geometry(ds, scale)
     _mark_derived(ds, meta, scale, record)
     return ds
 
@@ -285,7 +376,7 @@ def _derived_stack_dataset(
     if int(ds.get("NumberOfFrames", 1) or 1) != len(images):
         raise ValueError(f"{out}: the DICOM source {meta.path} no longer has {len(images)} frames")
     _set_pixels(ds, _to_stored(np.stack(images), info), info, samples)
-    _update_spacing(ds, scale)
+    _update_geometry(ds, scale)
     _mark_derived(ds, replace(meta, frame=None), scale, record)
     return ds
 

@@ -72,8 +72,10 @@ def write_image(
       half away from zero onto 0..2^b - 1 (`ldsr.io.meta.quantize`); uint8 / uint16 arrays are k / (2^b - 1).
     - .dcm needs the `meta` of a DICOM source: the source is read again, its pixels replaced by this single
       frame stored as the source stores them (slope/intercept, MONOCHROME1 and BitsStored undone exactly),
-      PixelSpacing divided by `scale` (the SR factor), a new SOP Instance UID, a Series UID derived from
-      (source series, scale) so that all frames / slices of one series share it, ImageType DERIVED.
+      PixelSpacing divided by `scale` (the SR factor), ImagePositionPatient moved to the centre of the new first
+      pixel (-(s - 1) / (2 s) old pixels along the row and column directions; `ldsr.io.dicom`), a new SOP
+      Instance UID, a Series UID derived from (source series, scale) so that all frames / slices of one series
+      share it, ImageType DERIVED.
       `bit_depth` must be None or the source's depth there.
     - `provenance`: how the image was made (`ldsr.io.provenance.provenance_record`), stored in the file's own
       metadata: a PNG tEXt chunk, the JPEG COM segment, the TIFF ImageDescription, DICOM DerivationDescription
@@ -129,7 +131,8 @@ def write_dicom_frames(
     `images`: the source's frames in order ((H, W) or (H, W, C) in [0, 1], one size), `meta`: the `ImageMeta` of
     any of its frames (`read_frames`). Each frame is stored as `write_image` stores one (the source's BitsStored,
     slope / intercept, MONOCHROME1 and window undone exactly); NumberOfFrames and the per-frame functional groups
-    are kept, Rows / Columns are the images' and every PixelSpacing is divided by `scale`; one new SOP instance
+    are kept, Rows / Columns are the images', every PixelSpacing is divided by `scale` and every ImagePositionPatient
+    (top level, plane positions of the functional groups) moved to the new first pixel's centre; one new SOP instance
     in the derived series of `write_image`, with the `provenance` record. The source is never overwritten.
     """
     out = Path(path)
