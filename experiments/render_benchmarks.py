@@ -21,7 +21,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(
-    r"(<!-- (?P<kind>results|validation):(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /(?P=kind) -->)", re.S
+    r"(<!-- (?P<kind>results|validation|colorization):(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /(?P=kind) -->)",
+    re.S,
 )
 # Display names of the methods (an evaluate method is named after its model argument).
 NAMES = {
@@ -116,9 +117,45 @@ def validation_table(path: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def colorization_table(folder: Path) -> str:
+    """The colorization table from an `ldsr evaluate-colorization` run copied to `folder` (summary.json,
+    results.csv, machine.json, run.json: the shipped method's row name, the trained methods, commands and date).
+    ΔE2000 differences are paired per image against the shipped model (negative: the method is closer)."""
+    s = json.loads((folder / "summary.json").read_text())["methods"]
+    run = json.loads((folder / "run.json").read_text())
+    machine = json.loads((folder / "machine.json").read_text())
+    with open(folder / "results.csv", newline="") as f:
+        imgs: dict[str, dict[str, dict[str, float]]] = {}
+        for r in csv.DictReader(f):
+            imgs.setdefault(r["method"], {})[r["image"]] = {"delta_e2000": float(r["delta_e2000"])}
+    ship = run["shipped"]
+    lines = ["| Method | PSNR (dB) | SSIM | ΔE2000 | ΔE2000 vs shipped | colourfulness ratio | max ΔL* | params "
+             "| s / image |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for name, m in s.items():
+        vs = paired(imgs[name], imgs[ship], "delta_e2000", 2) if name != ship else "/"
+        label = f"**{name}** (shipped)" if name == ship else name
+        lines.append(f"| {label} | {m['psnr']:.2f} | {m['ssim']:.4f} | {m['delta_e2000']:.2f} | {vs} | "
+                     f"{m['colourfulness_ratio']:.3f} | {m['luminance_max_err']:.1e} | {int(m['params']):,} | "
+                     f"{m['seconds']:.3f} |")  # fmt: skip
+    best = min(run["trained"], key=lambda k: s[k]["delta_e2000"])
+    gap = s[ship]["delta_e2000"] - s[best]["delta_e2000"]
+    verdict = ("the shipped model has the lowest ΔE2000 of the trained methods" if best == ship else
+               f"the shipped model misses the lowest ΔE2000 of the trained methods ({best}) by {gap:.2f}")  # fmt: skip
+    n = int(next(iter(s.values()))["images"])
+    lines += ["", f"{n} held-out tiles; {verdict}. Training: `{run['train_command']}`; table: "
+              f"`{run['eval_command']}`; {machine['cpus']}-core {machine['processor']}, {run['device']}, "
+              f"{run['date'][:10]}."]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 def _block(m: re.Match[str], results: Path) -> str:
-    name = m.group("name")
-    body = table(results / name) if m.group("kind") == "results" else validation_table(results / f"{name}.json")
+    name, kind = m.group("name"), m.group("kind")
+    if kind == "results":
+        body = table(results / name)
+    elif kind == "colorization":
+        body = colorization_table(results / name)
+    else:
+        body = validation_table(results / f"{name}.json")
     return m.group(1) + body + m.group(5)
 
 

@@ -45,3 +45,24 @@ def test_committed_benchmarks_match_their_summaries() -> None:
     doc = ROOT / "docs" / "BENCHMARKS.md"
     text = doc.read_text()
     assert RENDER["render"](text, ROOT / "docs" / "results") == text, "run experiments/render_benchmarks.py"
+
+
+def test_colorization_table_says_whether_the_shipped_model_has_the_lowest_delta_e(tmp_path: Path) -> None:
+    folder = tmp_path / "colorize"
+    folder.mkdir()
+    de = {"diffusion-latent": [5.0, 7.0, 6.0], "regression": [4.0, 6.0, 6.5], "grey": [17.0, 18.0, 16.0]}
+    lines = ["image,method,delta_e2000"] + [f"im{i}.png,{m},{v}" for m, vs in de.items() for i, v in enumerate(vs)]
+    (folder / "results.csv").write_text("\n".join(lines) + "\n")
+    common = {"psnr": 25.0, "ssim": 0.9, "colourfulness_ratio": 0.7, "luminance_max_err": 1e-14, "params": 10,
+              "seconds": 0.5, "images": 3}  # fmt: skip
+    methods = {m: {**common, "delta_e2000": sum(v) / 3} for m, v in de.items()}
+    (folder / "summary.json").write_text(json.dumps({"methods": methods}))
+    (folder / "machine.json").write_text(json.dumps({"cpus": 2, "processor": "test CPU"}))
+    run = {"shipped": "diffusion-latent", "trained": ["diffusion-latent", "regression"], "train_command": "t",
+           "eval_command": "e", "device": "cpu", "date": "2026-12-01T00:00:00+00:00"}  # fmt: skip
+    (folder / "run.json").write_text(json.dumps(run))
+    out = RENDER["render"]("<!-- colorization:colorize -->\n<!-- /colorization -->\n", tmp_path)
+    row = next(line for line in out.splitlines() if line.startswith("| regression"))
+    assert row.split("|")[5].strip() == "-0.50 ± 0.50 (1/3)"  # paired differences -1, -1, +0.5
+    assert "misses the lowest ΔE2000 of the trained methods (regression) by 0.50" in out
+    assert "| **diffusion-latent** (shipped) | 25.00 | 0.9000 | 6.00 | / |" in out and "2026-12-01" in out

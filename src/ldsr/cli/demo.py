@@ -7,6 +7,10 @@ down-sampling, noise and JPEG in random order), each a small run on HR crops of 
 demo/<group>_x<scale>_<preset>/ holds the pairs, sr/<method>/, comparison_*.png (LR | bicubic | faithful |
 sharp | HR, with zoomed crops) and summary.md. Diffusion models use their own sampler defaults.
 
+Colorization panel: the grey of the bundled histology samples coloured by the shipped `histology-colorize` (one
+draw, its own sampler defaults) beside the grey input and the colour reference, in demo/histology_colorize/
+(grid.png, summary.md: PSNR, SSIM, CIEDE2000, colourfulness ratio and the luminance check per method).
+
 Time: `python -m ldsr.cli.demo --out demo` took 2 min 1 s wall (1 min 51 s CPU) on the shared 2-core CPU while
 other jobs kept its load near 5, 2026-11-30 (three shipped models, six runs, 18 comparison figures).
 """
@@ -22,6 +26,7 @@ from ldsr.assets import SAMPLES_DIR
 FIXTURES = SAMPLES_DIR  # ldsr/assets/samples/{mri,histology}: installed with the wheel
 RUNS = (("mri", 1, 4), ("histology", 3, 4), ("histology", 3, 8))  # (fixture folder, channels, scale)
 PRESETS = ("bicubic", "bsrgan")  # LR kinds: clean, and the degradation the shipped models were trained on
+COLORIZE_MODEL = "histology-colorize"  # the colorization panel's model
 
 
 def _models_for(channels: int, scale: int) -> list[str]:
@@ -77,8 +82,31 @@ def run(
             report = evaluate(cfg, progress=False)
             print((out / name / "summary.md").read_text(encoding="utf-8").split("\n## ")[0])
             code |= report.exit_code
+    code |= run_colorize(out / "histology_colorize", seed=seed)
     print(f"\nwrote {out}/ (SR images in */sr/, figures */comparison_*.png, tables */summary.md)")
     return code
+
+
+def run_colorize(out: Path, *, model: str = COLORIZE_MODEL, seed: int = 0, group: str = "histology") -> int:
+    """Grey of the bundled colour samples -> `model` (one draw) beside the grey input and the reference: grid.png
+    and summary.md in `out`. Returns the exit code (0 when the model is not shipped: the panel is skipped)."""
+    from ldsr.assets import MODELS_DIR
+
+    if not (MODELS_DIR / model / "config.json").is_file() or not (FIXTURES / group).is_dir():
+        print(f"\n(no shipped {model} or no {group} samples: no colorization panel)")
+        return 0
+    from ldsr.evaluation.colorization import evaluate_colorization, format_table
+    from ldsr.io import list_images
+    from ldsr.models.colorize import load_colorizer
+
+    refs = list_images(FIXTURES / group)
+    print(f"\n== colorization: grey of {FIXTURES / group} ({len(refs)} images) -> {model} -> {out}")
+    methods = {"grey": load_colorizer("gray"), model: load_colorizer(model)}
+    report = evaluate_colorization(refs, methods, out, seed=seed, grid_count=len(refs), save_images=True)
+    print(format_table(report.summary).rstrip("\n"))
+    for line in report.failures:
+        print(f"error: {line}")
+    return 1 if report.failures else 0
 
 
 def main(argv: list[str] | None = None) -> int:
