@@ -86,3 +86,50 @@ def test_latent_upscale_with_decode_tile() -> None:
     assert float((tiled - whole).abs().max()) < 1e-4
     with pytest.raises(ValueError, match="decode_tile"):
         model.upscale(lr, decode_tile=-1)
+
+
+def test_tiled_net_with_image_statistics_matches_a_group_norm_net() -> None:
+    """A pointwise net with one GroupNorm: per-window statistics change it, one statistics pass makes the tiled
+    evaluation exact (the GroupNorm's input does not depend on the statistics); counted windows double."""
+    from ldsr.models.tiling import count_windows, tiled_net
+
+    gn = nn.GroupNorm(2, 4)
+    net = lambda x, t: gn(x) * 2 + t[:, None, None, None]  # noqa: E731
+    x, t = torch.randn(3, 4, 50, 37), torch.arange(3.0)
+    x[:, :, :20] *= 0.01  # windows with very different statistics
+    calls: list[int] = []
+    with torch.no_grad():
+        full = net(x, t)
+        per_window = tiled_net(net, tile=16, overlap=4, batch=5)(x, t)
+        image = tiled_net(net, tile=16, overlap=4, batch=5, norms=[gn], stats_passes=1, on_call=calls.append)(x, t)
+    assert float((per_window - full).abs().max()) > 0.1
+    assert float((image - full).abs().max()) < 1e-4
+    assert sum(calls) == 2 * 3 * count_windows(50, 37, 16, 4)
+    assert "forward" not in gn.__dict__
+
+
+@pytest.mark.parametrize("kind", ["vae", "vqvae"])
+def test_tiled_encode_with_image_statistics_is_exact(kind: str) -> None:
+    from ldsr.models.tiling import encode_tiled
+
+    ae = _tiny_autoencoder(kind)
+    norms = [m for m in ae.modules() if isinstance(m, nn.GroupNorm)]
+    x = torch.rand(1, 1, 160, 144) * 2 - 1
+    x[:, :, :80] = -1.0  # a background half
+    with torch.no_grad():
+        full = ae.encode(x)
+        tiled = encode_tiled(ae.encode, x, factor=4, tile=16, halo=16, norms=norms)
+    assert tiled.shape == full.shape == (1, 3, 40, 36)
+    assert float((tiled - full).abs().max()) < 1e-4
+
+
+def test_residual_latent_upscale_encodes_its_base_in_tiles() -> None:
+    from ldsr.models.sr import SRConfig, build_model
+
+    model = build_model(SRConfig(space="latent", unet="tiny", timesteps=10, sampler="ddim", steps=2, residual=True),
+                        1, 4, autoencoder=_tiny_autoencoder()).eval()  # fmt: skip
+    lr = torch.rand(1, 1, 40, 40) * 2 - 1
+    whole = model.sample_grid(lr, generator=torch.Generator().manual_seed(0))
+    tiled = model.sample_grid(lr, generator=torch.Generator().manual_seed(0), encode_tile=12)
+    assert tiled.shape == whole.shape == (1, 1, 3, 40, 40)
+    assert float((tiled - whole).abs().max()) < 1e-4

@@ -25,12 +25,15 @@ from torch import nn
 from ldsr.diffusion.objective import LOSSES, PREDICTIONS, LossName, Prediction, diffusion_loss
 from ldsr.diffusion.sampling import DEFAULT_MIN_LOG_SNR, SAMPLERS, SamplerName, sample, truncate_betas
 from ldsr.diffusion.schedules import ScheduleName, alphas_cumprod, betas_for
-from ldsr.models.tiling import decode_tiled, tiled_net
+from ldsr.models.tiling import decode_tiled, encode_tiled, tiled_net
 from ldsr.models.unets import UNET_DOWNSAMPLING, UNET_PRESETS
 
 Space = Literal["latent", "pixel"]
 SPACES: tuple[str, ...] = get_args(Space)
 VALIDATION_SEED = 0  # predict() draws from a fixed seed so validation metrics are comparable across steps
+# Tiled sampling: statistics passes over the windows per network evaluation that give the UNet's GroupNorms the
+# image-wide statistics (ldsr.models.tiling.tiled_net); measured in ldsr.pipeline.upscaler (AUTO_TILE_FACTOR).
+TILE_STATS_PASSES = 0
 
 
 @dataclass
@@ -142,8 +145,9 @@ class _DiffusionSR(nn.Module):
     def _to_image(self, x0: torch.Tensor, decode_tile: int = 0) -> torch.Tensor:
         raise NotImplementedError
 
-    def _base(self, lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """What a residual model adds its residual to, on the denoiser grid `size`."""
+    def _base(self, lr: torch.Tensor, size: tuple[int, int], encode_tile: int = 0) -> torch.Tensor:
+        """What a residual model adds its residual to, on the denoiser grid `size` (`encode_tile` > 0: a latent
+        model encodes in tiles of that many latent positions)."""
         raise NotImplementedError
 
     # --- shared ----------------------------------------------------------------------------------------------------
@@ -211,6 +215,8 @@ class _DiffusionSR(nn.Module):
         tile_overlap: int = 0,
         batch: int = 8,
         on_tiles: Callable[[int], None] | None = None,
+        tile_stats: int = TILE_STATS_PASSES,
+        encode_tile: int = 0,
     ) -> torch.Tensor:
         """`samples` draws on the denoiser grid (latent or pixel), base added: (samples, N, C_x, H_x, W_x).
 
@@ -218,7 +224,10 @@ class _DiffusionSR(nn.Module):
         at every step the denoiser runs on overlapping tile x tile windows of the grid (`tile_overlap` shared), at
         most `batch` windows (or whole-grid draws) per network call, blended with smooth weights
         (ldsr.models.tiling.tiled_net); the memory of the network is that of `batch` tiles. `on_tiles(k)` is told
-        after every network call of k windows.
+        after every network call of k windows. `tile_stats`: passes over the windows that first estimate the
+        image-wide statistics of the UNet's GroupNorms at every step (0: each window normalises with its own).
+        `encode_tile` > 0: a latent residual model encodes its base in tiles of that many latent positions (exact,
+        ldsr.models.tiling.encode_tiled), bounding the encoder's memory like `decode_tile` the decoder's.
         """
         if lr.ndim != 4 or lr.shape[1] != self.channels:
             raise ValueError(f"lr must be (N, {self.channels}, h, w), got {tuple(lr.shape)}")
@@ -226,19 +235,23 @@ class _DiffusionSR(nn.Module):
             raise ValueError(f"samples must be >= 1, got {samples}")
         if tile < 0 or tile_overlap < 0 or (tile and tile_overlap >= tile):
             raise ValueError(f"need tile >= 0 and 0 <= tile_overlap < tile, got {tile}, {tile_overlap}")
+        if tile_stats < 0:
+            raise ValueError(f"tile_stats must be >= 0 passes, got {tile_stats}")
         shape = self._target_shape(lr)  # (N, C_x, H_x, W_x): latent or pixel grid
         self._check_grid(shape[-2:])
         size = (shape[-2], shape[-1])
         n = shape[0]
         cond = self._condition(lr, size)
-        base = self._base(lr, size) if self.cfg.residual else None
+        base = self._base(lr, size, encode_tile) if self.cfg.residual else None
         if base is not None:
             cond = self._residual_condition(cond, base)
         clip = self.clip_denoised and base is None  # a residual is not bounded to [-1, 1]
         d = UNET_DOWNSAMPLING.get(self.cfg.unet, 1)
         # The whole grid is one window when untiled; tiles are multiples of the UNet's downsampling.
         win = max(d, tile - tile % d) if tile else max(size)
-        net = tiled_net(self.net, tile=win, overlap=min(tile_overlap, win - 1), batch=batch, on_call=on_tiles)
+        norms = [m for m in self.unet.modules() if isinstance(m, nn.GroupNorm)]
+        net = tiled_net(self.net, tile=win, overlap=min(tile_overlap, win - 1), batch=batch, on_call=on_tiles,
+                        norms=norms, stats_passes=tile_stats)  # fmt: skip
         cond_s = cond.repeat(samples, *([1] * (cond.ndim - 1)))  # (S N, C_cond, H_x, W_x), draw-major
         x0 = sample(
             net,
@@ -352,10 +365,15 @@ class LatentSR(_DiffusionSR):
                                 norms=norms)  # fmt: skip
         return self.autoencoder.decode(x0, streamed=True)  # (N, C, H, W); exact, less memory (ldsr.models.streaming)
 
-    def _base(self, lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    def _base(self, lr: torch.Tensor, size: tuple[int, int], encode_tile: int = 0) -> torch.Tensor:
         hr_size = (size[0] * self.factor, size[1] * self.factor)
         with torch.no_grad():
-            return self.autoencoder.encode(resize(lr, hr_size).clamp(-1.0, 1.0), streamed=True)  # (N, c_z, H/f, W/f)
+            x = resize(lr, hr_size).clamp(-1.0, 1.0)  # (N, C, H, W): bicubic(LR)
+            if encode_tile > 0:  # peak memory of one tile's encode instead of one full-resolution feature map
+                norms = [m for m in self.autoencoder.modules() if isinstance(m, nn.GroupNorm)]
+                return encode_tiled(self.autoencoder.encode, x, factor=self.factor, tile=encode_tile,
+                                    halo=DECODE_HALO, norms=norms)  # fmt: skip
+            return self.autoencoder.encode(x, streamed=True)  # (N, c_z, H/f, W/f)
 
     def _residual_condition(self, cond: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
         return torch.cat([cond, base], dim=1)  # (N, C + c_z, H/f, W/f): LR and the latent of bicubic(LR)
@@ -383,7 +401,7 @@ class PixelSR(_DiffusionSR):
     def _to_image(self, x0: torch.Tensor, decode_tile: int = 0) -> torch.Tensor:
         return x0  # pixel space: nothing to decode
 
-    def _base(self, lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    def _base(self, lr: torch.Tensor, size: tuple[int, int], encode_tile: int = 0) -> torch.Tensor:
         return self._condition(lr, size)  # bicubic(LR), (N, C, H, W)
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -102,18 +103,53 @@ def decode_tiled(
         raise ValueError(f"expected (N, c_z, h, w) latents, got shape {tuple(z.shape)}")
     if factor < 1:
         raise ValueError(f"factor must be >= 1, got {factor}")
-    halo = tile // 2 if halo is None else halo
+    return _apply_tiled(decode, z, f_in=1, f_out=factor, tile=tile, halo=tile // 2 if halo is None else halo,
+                        norms=norms)  # fmt: skip
+
+
+def encode_tiled(
+    encode: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    *,
+    factor: int,
+    tile: int,
+    halo: int | None = None,
+    norms: Sequence[nn.GroupNorm] = (),
+) -> torch.Tensor:
+    """Encode x (N, C, H, W) -> (N, c_z, H/f, W/f) like `decode_tiled`: cores of at most `tile` x `tile` latent
+    positions (tile f x tile f pixels), each with `halo` latent positions (halo f pixels) of context, and the
+    image's GroupNorm statistics for the encoder's `norms`; memory ~ one (tile + 2 halo)^2 latent tile's encode."""
+    if x.ndim != 4 or factor < 1 or x.shape[-2] % factor or x.shape[-1] % factor:
+        raise ValueError(f"expected (N, C, H, W) with H, W multiples of factor={factor}, got shape {tuple(x.shape)}")
+    return _apply_tiled(encode, x, f_in=factor, f_out=1, tile=tile, halo=tile // 2 if halo is None else halo,
+                        norms=norms)  # fmt: skip
+
+
+def _apply_tiled(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    *,
+    f_in: int,
+    f_out: int,
+    tile: int,
+    halo: int,
+    norms: Sequence[nn.GroupNorm],
+) -> torch.Tensor:
+    """fn on x (N, C, h f_in, w f_in) -> (N, C', h f_out, w f_out), tiled on the (h, w) grid (module doc)."""
     if halo < 0:
         raise ValueError(f"halo must be >= 0, got {halo}")
-    h, w = z.shape[-2:]
+    h, w = x.shape[-2] // f_in, x.shape[-1] // f_in  # grid positions (latents)
     if h <= tile and w <= tile:
-        return decode(z)
-    # per tile: core rows, core cols, and the window (core + halo, clipped) that is decoded
+        return fn(x)
+    # per tile: core rows, core cols, and the window (core + halo, clipped) that is run, in grid positions
     tiles = [
         ((y0, y1), (x0, x1), (max(0, y0 - halo), min(h, y1 + halo)), (max(0, x0 - halo), min(w, x1 + halo)))
         for y0, y1 in tile_cores(h, tile)
         for x0, x1 in tile_cores(w, tile)
     ]
+
+    def window(wy0: int, wy1: int, wx0: int, wx1: int) -> torch.Tensor:
+        return x[:, :, wy0 * f_in : wy1 * f_in, wx0 * f_in : wx1 * f_in]
 
     norms = list(norms)
     stats: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -122,7 +158,7 @@ def decode_tiled(
         order: list[int] = []
         hooks = [m.register_forward_pre_hook(lambda m, _: order.append(index[id(m)])) for m in norms]
         try:
-            decode(z[:, :, : min(tile, h), : min(tile, w)])  # records the call order
+            fn(window(0, min(tile, h), 0, min(tile, w)))  # records the call order
         finally:
             for hk in hooks:
                 hk.remove()
@@ -132,19 +168,19 @@ def decode_tiled(
                 for (y0, y1), (x0, x1), (wy0, wy1), (wx0, wx1) in tiles:
                     collect["core"] = ((y0 - wy0, y1 - wy0), (x0 - wx0, x1 - wx0), (wy1 - wy0, wx1 - wx0))
                     try:
-                        decode(z[:, :, wy0:wy1, wx0:wx1])
+                        fn(window(wy0, wy1, wx0, wx1))
                     except _Halt:
                         pass
             mean = collect["sum"] / collect["count"]
             stats[k] = (mean, (collect["sumsq"] / collect["count"] - mean * mean).clamp_min(0.0))
 
     out: torch.Tensor | None = None
-    f = factor
+    f = f_out
     with _image_group_norms(norms, stats, {}) if norms else contextlib.nullcontext():
         for (y0, y1), (x0, x1), (wy0, wy1), (wx0, wx1) in tiles:
-            xt = decode(z[:, :, wy0:wy1, wx0:wx1])  # (N, C, (wy1 - wy0) f, (wx1 - wx0) f)
+            xt = fn(window(wy0, wy1, wx0, wx1))  # (N, C', (wy1 - wy0) f, (wx1 - wx0) f)
             if out is None:
-                out = torch.zeros(z.shape[0], xt.shape[1], h * f, w * f, dtype=xt.dtype, device=xt.device)
+                out = torch.zeros(x.shape[0], xt.shape[1], h * f, w * f, dtype=xt.dtype, device=xt.device)
             out[:, :, y0 * f : y1 * f, x0 * f : x1 * f] = xt[
                 :, :, (y0 - wy0) * f : (y1 - wy0) * f, (x0 - wx0) * f : (x1 - wx0) * f
             ]
@@ -225,6 +261,8 @@ def tiled_net(
     overlap: int,
     batch: int = 8,
     on_call: Callable[[int], None] | None = None,
+    norms: Sequence[nn.GroupNorm] = (),
+    stats_passes: int = 0,
 ) -> Net:
     """`net` (B, C_in, H, W), (B,) -> (B, C_out, H, W) evaluated on overlapping `tile` x `tile` windows.
 
@@ -233,32 +271,160 @@ def tiled_net(
     and the weighted sum is divided by the summed weights. A sampler that calls the result at every step moves all
     tiles together through one chain: the blend is the model output of that step (no per-tile chains). A grid no
     larger than `tile` is one window (exactly `net`). `on_call(k)` is told after each chunk of k windows.
+
+    Image-wide GroupNorm statistics: with `norms` (the network's GroupNorm modules) and `stats_passes` = P > 0,
+    every call first runs P statistics passes over all windows; each measures, per item and group, the mean and
+    variance of every GroupNorm's input over the whole image (window by window, each position weighted by its
+    window's share of the blend so that it counts once), normalising with the previous pass's estimates; the
+    final pass normalises with the last estimates. Cost: P + 1 network passes; memory: that of one chunk.
     """
     if tile < 1 or not 0 <= overlap < tile:
         raise ValueError(f"need tile >= 1 and 0 <= overlap < tile, got tile={tile}, overlap={overlap}")
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
+    if stats_passes < 0:
+        raise ValueError(f"stats_passes must be >= 0, got {stats_passes}")
+    norms = list(norms)
 
     def forward(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        b, _, h, w = x.shape
-        masks, weight = window_weights(h, w, tile, overlap, device=x.device, dtype=x.dtype)
-        th, tw = next(iter(masks.values())).shape
-        windows = [(i, y, x0) for i in range(b) for (y, x0) in masks]  # (item, top, left)
-        out: torch.Tensor | None = None
-        for c0 in range(0, len(windows), batch):
-            chunk = windows[c0 : c0 + batch]
-            xin = torch.stack([x[i, :, y : y + th, x0 : x0 + tw] for i, y, x0 in chunk])  # (k, C_in, th, tw)
-            pred = net(xin, t[[i for i, _, _ in chunk]])  # (k, C_out, th, tw)
-            if out is None:
-                out = torch.zeros(b, pred.shape[1], h, w, dtype=pred.dtype, device=pred.device)
-            for (i, y, x0), p in zip(chunk, pred):
-                out[i, :, y : y + th, x0 : x0 + tw] += p * masks[(y, x0)]
-            if on_call is not None:
-                on_call(len(chunk))
-        assert out is not None
-        return out / weight  # (B, C_out, H, W): the normalised blend
+        h, w = x.shape[-2:]
+        if (h <= tile and w <= tile) or not norms or not stats_passes:
+            return _windows_pass(net, x, t, tile, overlap, batch, on_call, None)
+        stats: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        for _ in range(stats_passes):
+            state = _NormState(stats=stats, acc={})
+            with _window_group_norms(norms, state):
+                _windows_pass(net, x, t, tile, overlap, batch, on_call, state, blend=False)
+            stats = state.finish()
+        final = _NormState(stats=stats)
+        with _window_group_norms(norms, final):
+            return _windows_pass(net, x, t, tile, overlap, batch, on_call, final)
 
     return forward
+
+
+@dataclass
+class _NormState:
+    """GroupNorm statistics of a tiled network pass: `stats` k -> (mean, var), each (B, G) per item, to normalise
+    with (absent: the window's own); `acc` k -> [sum, sum of squares, count], each (B, G) float64, to measure.
+
+    Per chunk: `items` (k,) the item of each window, `share` (k, th, tw) each position's share of the blend."""
+
+    stats: dict[int, tuple[torch.Tensor, torch.Tensor]]
+    acc: dict[int, list[torch.Tensor]] | None = None
+    items: torch.Tensor | None = None
+    share: torch.Tensor | None = None
+    batch_size: int = 0
+    halt: int | None = None  # raise _Halt once this GroupNorm has been measured (exact per-layer passes)
+
+    def finish(self) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """The measured (mean, var) per GroupNorm, each (B, G) float64, plus the given ones not measured."""
+        out = dict(self.stats)
+        for k, (s, sq, n) in (self.acc or {}).items():
+            mean = s / n
+            out[k] = (mean, (sq / n - mean * mean).clamp_min(0.0))
+        return out
+
+
+def _measure(state: _NormState, k: int, x: torch.Tensor, groups: int) -> None:
+    """Add x's (k windows, C, h_l, w_l) or (k, C, h_l w_l) weighted moments per item and group into state.acc[k].
+
+    Each window's weighted mean and variance about it are taken in x's dtype, then combined in float64 (sum of
+    w x = W m, sum of w x^2 = W (v + m^2)), which avoids the cancellation of raw float32 sums of squares."""
+    assert state.acc is not None and state.share is not None and state.items is not None
+    n, c = x.shape[:2]
+    th, tw = state.share.shape[-2:]
+    r = round((th * tw / x[0, 0].numel()) ** 0.5)  # this layer's downsampling relative to the window grid
+    share = F.avg_pool2d(state.share[:, None], r) if r > 1 else state.share[:, None]  # (k, 1, th/r, tw/r)
+    wgt = share.reshape(n, 1, 1, -1).to(x.dtype)  # (k, 1, 1, area)
+    xg = x.reshape(n, groups, c // groups, -1)  # (k, G, C/G, area)
+    total = wgt.sum((2, 3)) * (c // groups)  # (k, 1): the window's weight per group
+    mean = (xg * wgt).sum((2, 3)) / total  # (k, G)
+    var = ((xg - mean[..., None, None]) ** 2 * wgt).sum((2, 3)) / total  # (k, G)
+    big_w = total.double().expand(n, groups)
+    m64 = mean.double()
+    zeros = [torch.zeros(state.batch_size, groups, dtype=torch.float64, device=x.device) for _ in range(3)]
+    acc = state.acc.setdefault(k, zeros)
+    for a, v in zip(acc, (big_w * m64, big_w * (var.double() + m64 * m64), big_w)):
+        a.index_add_(0, state.items, v)
+
+
+@contextlib.contextmanager
+def _window_group_norms(norms: Sequence[nn.GroupNorm], state: _NormState) -> Iterator[None]:
+    """Within the block GroupNorm k normalises windows with the image statistics state.stats[k] when present (else
+    with the window's own) and, when state.acc is set, first measures its input (`_measure`)."""
+
+    def forward_for(k: int, gn: nn.GroupNorm) -> Callable[[torch.Tensor], torch.Tensor]:
+        def forward(x: torch.Tensor) -> torch.Tensor:  # (k, C, h_l, w_l); in attention (k, C, h_l w_l)
+            g = gn.num_groups
+            if state.acc is not None:
+                _measure(state, k, x, g)
+                if state.halt == k:
+                    raise _Halt
+            if k not in state.stats:
+                return F.group_norm(x, g, gn.weight, gn.bias, gn.eps)
+            assert state.items is not None
+            mean, var = (v[state.items].to(x.dtype)[..., None] for v in state.stats[k])  # (k, G, 1) each
+            out = ((x.reshape(x.shape[0], g, -1) - mean) * torch.rsqrt(var + gn.eps)).reshape_as(x)
+            if gn.affine:
+                shape = (1, -1) + (1,) * (x.ndim - 2)
+                out = out * gn.weight.view(shape) + gn.bias.view(shape)
+            return out
+
+        return forward
+
+    for k, gn in enumerate(norms):
+        gn.forward = forward_for(k, gn)  # type: ignore[method-assign,assignment]  # an instance attribute, removed below
+    try:
+        yield
+    finally:
+        for gn in norms:
+            del gn.forward
+
+
+def _windows_pass(
+    net: Net,
+    x: torch.Tensor,
+    t: torch.Tensor,
+    tile: int,
+    overlap: int,
+    batch: int,
+    on_call: Callable[[int], None] | None,
+    state: _NormState | None,
+    *,
+    blend: bool = True,
+) -> torch.Tensor:
+    """One pass of `net` over the windows of x (B, C_in, H, W): the normalised blend (B, C_out, H, W), or x itself
+    when not `blend` (a statistics pass; `state` gets each chunk's items and blend shares)."""
+    b, _, h, w = x.shape
+    masks, weight = window_weights(h, w, tile, overlap, device=x.device, dtype=x.dtype)
+    th, tw = next(iter(masks.values())).shape
+    windows = [(i, y, x0) for i in range(b) for (y, x0) in masks]  # (item, top, left)
+    out: torch.Tensor | None = None
+    for c0 in range(0, len(windows), batch):
+        chunk = windows[c0 : c0 + batch]
+        xin = torch.stack([x[i, :, y : y + th, x0 : x0 + tw] for i, y, x0 in chunk])  # (k, C_in, th, tw)
+        items = torch.tensor([i for i, _, _ in chunk], device=x.device)
+        if state is not None:
+            state.items, state.batch_size = items, b
+            state.share = torch.stack([masks[(y, x0)] / weight[0, 0, y : y + th, x0 : x0 + tw] for _, y, x0 in chunk])
+        try:
+            pred = net(xin, t[items])  # (k, C_out, th, tw)
+        except _Halt:
+            continue
+        finally:
+            if on_call is not None:
+                on_call(len(chunk))
+        if not blend:
+            continue
+        if out is None:
+            out = torch.zeros(b, pred.shape[1], h, w, dtype=pred.dtype, device=pred.device)
+        for (i, y, x0), p in zip(chunk, pred):
+            out[i, :, y : y + th, x0 : x0 + tw] += p * masks[(y, x0)]
+    if not blend:
+        return x
+    assert out is not None
+    return out / weight  # (B, C_out, H, W): the normalised blend
 
 
 def count_windows(h: int, w: int, tile: int, overlap: int) -> int:

@@ -7,6 +7,7 @@ safetensors metadata) rebuilds the network, and a latent SR checkpoint carries i
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -34,8 +35,18 @@ Progress = Union[bool, Callable[[int, int], None]]
 BORDER = 8
 # Automatic tiles: this many times the model's training LR size (mri-x4: 256 LR pixels). Smaller tiles cost PSNR:
 # on the 512^2 figshare slices tiles of 32 / 64 / 128 LR pixels lost 0.5-0.8 / 0.2-0.5 / 0.05-0.2 dB against the
-# untiled output (per-tile GroupNorm statistics and attention context), so tiling is for images too large to run whole.
+# untiled output, so tiling is for images too large to run whole. Causes, measured at tile 128 / overlap 32 on the
+# fixture, 3 held-out figshare slices and 2 held-out CMU-1 crops (512^2, bicubic x4, one draw; experiments/tiling/
+# tile_norm_gap.py): |tiled - untiled| PSNR vs HR was at most 0.157 dB with per-tile GroupNorm statistics (tiled
+# output within 51-53 dB PSNR of the untiled one), 0.154 / 0.067 dB with 1 / 2 statistics passes (`tile_stats`,
+# 2x / 3x the network cost; 52-58 / 51-61 dB) and 0.104 dB with exact image statistics (one pass per GroupNorm,
+# 28x; 52-69 dB). The rest is attention: with the UNet's attention removed exact statistics reach 72-78 dB and
+# 0.003 dB, with it the MRI slices stay at 52-56 dB. Overlap is no lever here (a 144 grid with tiles of 128 already
+# shares 112). So the issue's 0.05 dB is not met by GroupNorm statistics, and statistics passes stay off by default.
 AUTO_TILE_FACTOR = 8
+# Tiles (or draws) per network call on a GPU. On the 2-core CPU a batch of 8 tiles of 256^2 latents took 1.5 s per
+# tile against 1.3 s one by one and held 1.1 GB more (the attention level's 4096 tokens), so the CPU runs one.
+BATCH_CUDA = 8
 SHARP_DRAWS = 4  # draws of the sharp mode when `samples` is not given: one is shown, all give the spread
 CONSISTENCY_WARN_DB = 25.0  # LR-PSNR below this (any channel) adds a warning to the result
 ZERO_LEVEL = 0.5 / 255  # LR values at or below this count as zero (background)
@@ -94,11 +105,25 @@ def zero_background(sr: np.ndarray, lr: np.ndarray, scale: int) -> np.ndarray:
     return out
 
 
-def shipped_models() -> dict[str, Path]:
-    """Shipped model name -> checkpoint folder (ldsr/assets/models/<name>/ holding config.json)."""
+SR_TASKS = ("sr", "baseline")  # shipped checkpoints that upscale (others: generate, colorize)
+
+
+def shipped_models(tasks: tuple[str, ...] | None = SR_TASKS) -> dict[str, Path]:
+    """Shipped model name -> checkpoint folder (ldsr/assets/models/<name>/ holding config.json), for the models
+    whose config trains one of `tasks` (default: the upscalers; None: every shipped model). Reads JSON only."""
     if not MODELS_DIR.is_dir():
         return {}
-    return {p.name: p for p in sorted(MODELS_DIR.iterdir()) if (p / "config.json").is_file()}
+    folders = {p.name: p for p in sorted(MODELS_DIR.iterdir()) if (p / "config.json").is_file()}
+    return {name: p for name, p in folders.items() if tasks is None or _task_of(p) in tasks}
+
+
+def _task_of(folder: Path) -> str | None:
+    """The task of a checkpoint folder's config.json (None when unreadable)."""
+    try:
+        data = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        return str(data.get("config", data)["task"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 class Upscaler:
@@ -194,9 +219,10 @@ class Upscaler:
         decode_tile: int | None = None,
         tile: int | None = None,
         tile_overlap: int | None = None,
-        batch: int = 8,
+        batch: int | None = None,
         consistency: Consistency = "auto",
         std: bool = False,
+        tile_stats: int | None = None,
     ) -> list[UpscaleResult]:
         """SR of several (h, w, C) arrays in [0, 1] of one size.
 
@@ -204,8 +230,12 @@ class Upscaler:
         model's steps, averaged (`reduce`); "sharp" returns one posterior draw with sr.sharp_steps steps
         (`is_sample`) and always the spread (`std`) over its draws (`samples`, default SHARP_DRAWS, >= 2).
         tile / tile_overlap: LR pixels of the denoiser's tiles (Real-ESRGAN convention; 0: off; None: automatic,
-        AUTO_TILE_FACTOR x the training size when the image is larger); `batch`: tiles or draws per network call.
-        decode_tile: latent positions per decoder tile (0: whole streamed decode; None: tiled above 2048^2 pixels).
+        AUTO_TILE_FACTOR x the training size when the image is larger); `batch`: tiles or draws per network call
+        (None: BATCH_CUDA on a GPU, 1 elsewhere: on the CPU batching saves no time and multiplies the memory).
+        tile_stats: passes over the tiles per step that give the denoiser's GroupNorms image-wide statistics (None:
+        ldsr.models.sr.TILE_STATS_PASSES; 0: per-tile statistics, faster and less seamless).
+        decode_tile: latent positions per encoder / decoder tile (0: whole streamed encode and decode; None: tiled
+        above 2048^2 pixels).
         consistency: back-project the output onto the LR (`back_project`); "auto" does so for models that never
         saw clean LR in training. std: also return the draws and their spread in faithful mode (else a latent
         model's draws are averaged on the latent grid and decoded once). `progress`: a bar (True) or a callback
@@ -219,6 +249,7 @@ class Upscaler:
             raise ValueError(f"reduce must be one of {', '.join(REDUCTIONS)}, got {reduce!r}")
         if consistency not in (True, False, "auto"):
             raise ValueError(f"consistency must be true, false or 'auto', got {consistency!r}")
+        batch = (BATCH_CUDA if self.device.type == "cuda" else 1) if batch is None else batch
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
         diffusion = self.kind in ("latent", "pixel")
@@ -244,10 +275,16 @@ class Upscaler:
             raise ValueError(f"need tile >= 0 and 0 <= tile_overlap < tile (LR pixels), got {tile}, {tile_overlap}")
         if decode_tile is None:
             decode_tile = 128 if h * w * self.scale**2 > 2048**2 else 0
+        if tile_stats is None:
+            from ldsr.models.sr import TILE_STATS_PASSES
+
+            tile_stats = TILE_STATS_PASSES
+        if tile_stats < 0:
+            raise ValueError(f"tile_stats must be >= 0 passes, got {tile_stats}")
         each = mode == "sharp" or std or reduce != "mean" or samples == 1 or self.kind == "pixel"
         out = self._diffuse(lrs, sampler=sampler, steps=steps, eta=eta, seed=seed, samples=samples,
                             progress=progress, decode_tile=decode_tile, tile=tile, tile_overlap=tile_overlap,
-                            batch=batch, each=each)  # fmt: skip
+                            batch=batch, each=each, tile_stats=tile_stats)  # fmt: skip
         results = []
         for n, lr in enumerate(lrs):
             # (S, H, W, C) draws, or the decode of the draws' mean latent as a single "draw"
@@ -279,7 +316,8 @@ class Upscaler:
         return [to_array(o) for o in out]
 
     def _diffuse(self, lrs: list[np.ndarray], *, seed: int, samples: int, progress: Progress, decode_tile: int,
-                 tile: int, tile_overlap: int, batch: int, each: bool, **sampling: Any) -> np.ndarray:  # fmt: skip
+                 tile: int, tile_overlap: int, batch: int, each: bool, tile_stats: int,
+                 **sampling: Any) -> np.ndarray:  # fmt: skip
         """The diffusion model on the mirrored, padded batch: (S or 1, N, H, W, C) images in [0, 1].
 
         `each`: every draw decoded (S of them); else the draws' mean on the denoiser grid, decoded once.
@@ -295,10 +333,12 @@ class Upscaler:
         tile_g, overlap_g = round(tile * g), round(tile_overlap * g)  # LR pixels -> denoiser grid positions
         grid = (round(x.shape[-2] * g), round(x.shape[-1] * g))
         windows = count_windows(*grid, tile_g, overlap_g) if tile_g else 1
-        total = self.model.nfe(sampling.get("sampler"), sampling.get("steps")) * windows * samples * len(lrs)
+        passes = 1 + tile_stats if windows > 1 else 1  # statistics passes run only when there are several tiles
+        total = self.model.nfe(sampling.get("sampler"), sampling.get("steps")) * windows * passes * samples * len(lrs)
         with _progress(progress, total) as tick, torch.no_grad():
             z = self.model.sample_grid(x, generator=torch.Generator().manual_seed(seed), samples=samples,
                                        tile=tile_g, tile_overlap=overlap_g, batch=batch, on_tiles=tick,
+                                       tile_stats=tile_stats, encode_tile=decode_tile,
                                        **sampling)  # fmt: skip  # (S, N, C_x, H_x, W_x)
             z = z if each else z.mean(dim=0, keepdim=True)
             imgs = torch.stack([self.model.to_image(d, decode_tile) for d in z])  # (S', N, C, H', W')
