@@ -116,3 +116,19 @@ def test_demo_samples_are_the_fixtures() -> None:
     assert [p.parts[0] for p in samples].count("mri") == 5 and [p.parts[0] for p in samples].count("histology") == 4
     for rel in samples:
         assert (SAMPLES_DIR / rel).read_bytes() == (ROOT / "fixtures" / rel).read_bytes(), rel
+
+
+def test_shipped_models_are_the_upscalers_unless_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A shipped colorizer or generator is never offered to `ldsr upscale` (model picker, -m names)."""
+    import ldsr.pipeline.upscaler as up
+
+    for name, task in (("a-x4", "sr"), ("b-cnn", "baseline"), ("c-colorize", "colorize"), ("d-gen", "generate")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps({"config": {"task": task}}))
+    (tmp_path / "e-broken").mkdir()
+    (tmp_path / "e-broken" / "config.json").write_text("{not json")
+    (tmp_path / "f-empty").mkdir()
+    monkeypatch.setattr(up, "MODELS_DIR", tmp_path)
+    assert list(up.shipped_models()) == ["a-x4", "b-cnn"]
+    assert list(up.shipped_models(("colorize",))) == ["c-colorize"]
+    assert list(up.shipped_models(None)) == ["a-x4", "b-cnn", "c-colorize", "d-gen", "e-broken"]

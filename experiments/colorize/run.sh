@@ -4,7 +4,9 @@
 #
 #   bash experiments/colorize/run.sh train [MINUTES] [DEVICE_ARGS...]  # each model trains MINUTES (default 2)
 #   bash experiments/colorize/run.sh eval [cpu|cuda]                    # runs/colorize/eval/: summary.md / .json,
-#                                                                       #   results.csv, grid.png, <method>/*.png
+#                                                                       #   results.csv, grid.png, <method>/*.png;
+#                                                                       #   copied to docs/results/colorize_histology
+#                                                                       #   (TRAIN_COMMAND: how the runs were trained)
 #   bash experiments/colorize/run.sh export                             # src/ldsr/assets/models/histology-colorize
 #
 # Every model gets the same wall-clock budget (train.max_minutes) on the same device; on a 2-core CPU use a
@@ -33,8 +35,23 @@ case "${1:-}" in
     chroma=$(cat "$OUT/mean_chroma.txt")
     args=()
     for m in "${MODELS[@]}"; do args+=(-m "${m//_/-}=$OUT/$m"); done
-    "$LDSR" evaluate-colorization -i "$OUT/heldout" -o "$OUT/eval" "${args[@]}" \
-      -m "mean-chroma=$chroma" -m grey=gray --grid 6 --save-images --device "$device"
+    cmd=("$LDSR" evaluate-colorization -i "$OUT/heldout" -o "$OUT/eval" "${args[@]}"
+         -m "mean-chroma=$chroma" -m grey=gray --grid 6 --save-images --device "$device")
+    "${cmd[@]}"
+    # docs/results/colorize_histology: what experiments/render_benchmarks.py renders into docs/BENCHMARKS.md
+    res=docs/results/colorize_histology
+    mkdir -p "$res"
+    cp "$OUT/eval/summary.json" "$OUT/eval/results.csv" "$res/"
+    cp "$OUT/eval/grid.png" docs/figures/colorize_histology_grid.png
+    "$PY" - "$res" "${TRAIN_COMMAND:-bash experiments/colorize/run.sh train}" "${cmd[*]:1}" "$device" "${MODELS[@]}" <<'PY'
+import datetime, json, os, platform, sys
+res, train, evaluate, device, *models = sys.argv[1:]
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+json.dump({"cpus": os.cpu_count(), "machine": platform.machine(), "processor": cpu}, open(f"{res}/machine.json", "w"))
+run = {"shipped": "diffusion-latent", "trained": [m.replace("_", "-") for m in models], "train_command": train,
+       "eval_command": "ldsr " + evaluate, "device": device, "date": datetime.datetime.now(datetime.UTC).isoformat()}
+json.dump(run, open(f"{res}/run.json", "w"), indent=2)
+PY
     ;;
   export)
     "$PY" experiments/colorize/export.py "$OUT/diffusion_latent" src/ldsr/assets/models/histology-colorize \

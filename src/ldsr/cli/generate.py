@@ -44,15 +44,7 @@ def generators() -> dict[str, Path]:
     """Shipped models whose config trains task `generate` (name -> folder)."""
     from ldsr.pipeline.upscaler import shipped_models
 
-    out = {}
-    for name, folder in shipped_models().items():
-        try:
-            task = json.loads((folder / "config.json").read_text(encoding="utf-8"))["config"]["task"]
-        except (OSError, ValueError, KeyError):
-            continue
-        if task == "generate":
-            out[name] = folder
-    return out
+    return shipped_models(("generate",))
 
 
 def resolve_model(name: str) -> Path:

@@ -747,7 +747,7 @@ def models_command() -> None:
     """List the shipped models with their cards."""
     from ldsr.pipeline import shipped_models
 
-    models = shipped_models()
+    models = shipped_models(None)  # every task: upscalers, generators, colorizers
     if not models:
         typer.echo("no shipped models installed; train one with `ldsr train sr`")
         return
