@@ -21,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(
-    r"(<!-- (?P<kind>results|validation|colorization):(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /(?P=kind) -->)",
+    r"(<!-- (?P<kind>results|validation|colorization|bench):(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /(?P=kind) -->)",
     re.S,
 )
 # Display names of the methods (an evaluate method is named after its model argument).
@@ -148,12 +148,25 @@ def colorization_table(folder: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def bench_table(folder: Path) -> str:
+    """Seconds and peak RSS of a default upscale per output size (experiments/tiling/upscale_bench.py)."""
+    v = json.loads((folder / "summary.json").read_text())
+    lines = ["| Output | Seconds | s / output megapixel | Peak RSS (MB) | Measured with |", "|---:|---:|---:|---:|---|"]
+    for r in v["rows"]:
+        lines.append(f"| {r['output']}² | {r['seconds']:.0f} | {r['seconds_per_mp']:.1f} | {r['peak_rss_mb']:.0f} | "
+                     f"`{r['source']}` |")  # fmt: skip
+    lines += ["", f"{v['model']}, its defaults; `{v['command']}`; {v['machine']}; {v['date']}."]
+    return "\n".join(lines) + "\n"
+
+
 def _block(m: re.Match[str], results: Path) -> str:
     name, kind = m.group("name"), m.group("kind")
     if kind == "results":
         body = table(results / name)
     elif kind == "colorization":
         body = colorization_table(results / name)
+    elif kind == "bench":
+        body = bench_table(results / name)
     else:
         body = validation_table(results / f"{name}.json")
     return m.group(1) + body + m.group(5)
