@@ -14,6 +14,7 @@ Both follow the Model protocol of docs/ARCHITECTURE.md (`training_loss`, `predic
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, get_args
@@ -25,7 +26,7 @@ from torch import nn
 from ldsr.diffusion.objective import LOSSES, PREDICTIONS, LossName, Prediction, diffusion_loss
 from ldsr.diffusion.sampling import DEFAULT_MIN_LOG_SNR, SAMPLERS, SamplerName, sample, truncate_betas
 from ldsr.diffusion.schedules import ScheduleName, alphas_cumprod, betas_for
-from ldsr.models.tiling import decode_tiled, encode_tiled, tiled_net
+from ldsr.models.tiling import count_windows, decode_tiled, encode_tiled, tiled_net
 from ldsr.models.unets import UNET_DOWNSAMPLING, UNET_PRESETS
 
 Space = Literal["latent", "pixel"]
@@ -252,19 +253,22 @@ class _DiffusionSR(nn.Module):
         norms = [m for m in self.unet.modules() if isinstance(m, nn.GroupNorm)]
         net = tiled_net(self.net, tile=win, overlap=min(tile_overlap, win - 1), batch=batch, on_call=on_tiles,
                         norms=norms, stats_passes=tile_stats)  # fmt: skip
-        cond_s = cond.repeat(samples, *([1] * (cond.ndim - 1)))  # (S N, C_cond, H_x, W_x), draw-major
-        x0 = sample(
-            net,
-            cond_s,
-            (samples * n, *shape[1:]),
-            betas=self.betas,
-            sampler=self.cfg.sampler if sampler is None else sampler,
-            steps=self.cfg.steps if steps is None else steps,
-            eta=self.cfg.eta if eta is None else eta,
-            prediction=self.cfg.prediction,
-            clip_denoised=clip,
-            generator=generator,
-        ).reshape(samples, n, *shape[1:])
+        # Draws per chain: all at once untiled (results as before); tiled, as many as fill one network call of
+        # `batch` windows (at least 1), so that the sampler's full-grid tensors (x_t, the repeated condition, the
+        # blend) are held for a few draws, not all: on the CPU (batch 1) one draw per chain.
+        windows = count_windows(*size, win, min(tile_overlap, win - 1))
+        group = samples if windows == 1 else max(1, min(samples, batch // windows))
+        chain = functools.partial(sample, net, betas=self.betas,
+                                  sampler=self.cfg.sampler if sampler is None else sampler,
+                                  steps=self.cfg.steps if steps is None else steps,
+                                  eta=self.cfg.eta if eta is None else eta, prediction=self.cfg.prediction,
+                                  clip_denoised=clip, generator=generator)  # fmt: skip
+        chains = []
+        for s0 in range(0, samples, group):
+            g = min(group, samples - s0)
+            cond_s = cond.repeat(g, *([1] * (cond.ndim - 1)))  # (g N, C_cond, H_x, W_x), draw-major
+            chains.append(chain(cond_s, (g * n, *shape[1:])))  # (g N, C_x, H_x, W_x)
+        x0 = torch.cat(chains).reshape(samples, n, *shape[1:])
         if base is not None:
             x0 = base[None] + x0 / self.cfg.residual_scale
         return x0  # (S, N, C_x, H_x, W_x)

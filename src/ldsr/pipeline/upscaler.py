@@ -75,7 +75,7 @@ class UpscaleResult:
 
 def lr_consistency(sr: np.ndarray, lr: np.ndarray, scale: int) -> tuple[float, ...]:
     """Per channel PSNR (dB, data range 1) of imresize(sr, 1/scale) against lr; inf where identical."""
-    down = imresize(sr.astype(np.float32), size=lr.shape[:2])  # (h, w, C)
+    down = imresize(sr.astype(np.float32, copy=False), size=lr.shape[:2])  # (h, w, C)
     mse = ((down - lr) ** 2).reshape(-1, lr.shape[2]).mean(axis=0)  # (C,)
     return tuple(float(10 * np.log10(1.0 / m)) if m > 0 else math.inf for m in mse)
 
@@ -88,20 +88,23 @@ def back_project(sr: np.ndarray, lr: np.ndarray, scale: int, iterations: int = 1
     three did (docs/BENCHMARKS.md).
     """
     for _ in range(iterations):
-        sr = sr + imresize(lr - imresize(sr, size=lr.shape[:2]), size=sr.shape[:2])  # (H, W, C)
-    return np.clip(sr, 0.0, 1.0).astype(np.float32)
+        sr = sr + imresize(lr - imresize(sr, size=lr.shape[:2]), size=sr.shape[:2])  # (H, W, C), a new array
+    return np.clip(sr, 0.0, 1.0, out=sr).astype(np.float32, copy=False)  # in place: no full-size copies
 
 
-def zero_background(sr: np.ndarray, lr: np.ndarray, scale: int) -> np.ndarray:
-    """Set to 0 the output pixels whose whole 3x3 LR neighbourhood is zero (background stays background)."""
+def zero_background(sr: np.ndarray, lr: np.ndarray, scale: int, *, inplace: bool = False) -> np.ndarray:
+    """Set to 0 the output pixels whose whole 3x3 LR neighbourhood is zero (background stays background); in `sr`
+    itself when `inplace` (no full-size copy), else in a copy."""
     from scipy.ndimage import maximum_filter
 
     zero = maximum_filter(lr.max(axis=2), size=3, mode="nearest") <= ZERO_LEVEL  # (h, w)
     if not zero.any():
         return sr
-    mask = np.repeat(np.repeat(zero, scale, axis=0), scale, axis=1)[: sr.shape[0], : sr.shape[1]]  # (H, W)
-    out = sr.copy()
-    out[mask] = 0.0
+    out = sr if inplace else sr.copy()  # (H, W, C)
+    for y0 in range(0, zero.shape[0], 256):  # in bands of 256 LR rows: the (H, W) mask is never whole
+        band = np.repeat(np.repeat(zero[y0 : y0 + 256], scale, axis=0), scale, axis=1)  # (256 s, w s)
+        rows = out[y0 * scale : (y0 + 256) * scale]  # a view
+        rows[band[: rows.shape[0], : sr.shape[1]]] = 0.0
     return out
 
 
@@ -193,12 +196,28 @@ class Upscaler:
         return self.scale / (self.model.factor if self.kind == "latent" else 1)
 
     def auto_tile(self, h: int, w: int) -> tuple[int, int]:
-        """(tile, overlap) in LR pixels chosen for an h x w LR image: 0 when it fits in one tile."""
+        """(tile, overlap) in LR pixels chosen for an h x w LR image: 0 when it fits in one tile.
+
+        Tiles of T = AUTO_TILE_FACTOR x the training size with T / 4 overlap when the image (with its mirrored
+        border) is larger than T, shrunk to the smallest multiple of `_multiple()` for which as many tiles as T
+        needs still cover the longer side with that overlap: a fixed T on a side slightly above it (1024^2 outputs
+        of mri-x4: 272 grid positions, tiles of 256) ran 4 windows of 256^2 for the work of 1.1, so the time per
+        output megapixel at 1024^2 was about twice that of 4096^2; fitted tiles (168 there) keep the windows'
+        area per image area near 1.5-1.8 at every size.
+        """
         if self.kind not in ("latent", "pixel"):
             return 0, 0
         train = self.train_size or 128
         tile = max(1, AUTO_TILE_FACTOR * train // self.scale)
-        return (tile, tile // 4) if max(h, w) + 2 * BORDER > tile else (0, 0)
+        overlap = tile // 4
+        m = self._multiple()
+        n = max(h, w) + 2 * BORDER
+        n += -n % m  # the padded side (`_diffuse`)
+        if n <= tile:
+            return 0, 0
+        k = -(-(n - overlap) // (tile - overlap))  # windows of `tile` along the longer side (tile_starts)
+        fit = -(-(n + (k - 1) * overlap) // k)  # k windows of `fit` share >= overlap
+        return min(tile, fit + -fit % m), overlap
 
     def upscale(self, lr: np.ndarray, **kwargs: Any) -> UpscaleResult:
         """SR of an (h, w, C) array in [0, 1] of any size; the options of `upscale_batch`."""
@@ -267,7 +286,22 @@ class Upscaler:
         samples = self.default_samples if samples is None else samples
         if samples < 1:
             raise ValueError(f"samples must be >= 1, got {samples}")
-        h, w = lrs[0].shape[:2]
+        tile, tile_overlap, decode_tile, tile_stats = self._tiling(lrs[0].shape[0], lrs[0].shape[1], tile,
+                                                                   tile_overlap, decode_tile, tile_stats)  # fmt: skip
+        each = mode == "sharp" or std or reduce != "mean" or samples == 1 or self.kind == "pixel"
+        out = self._diffuse(lrs, sampler=sampler, steps=steps, eta=eta, seed=seed, samples=samples,
+                            progress=progress, decode_tile=decode_tile, tile=tile, tile_overlap=tile_overlap,
+                            batch=batch, each=each, tile_stats=tile_stats)  # fmt: skip
+        results = []
+        for n, lr in enumerate(lrs):
+            # (S, H, W, C) draws, or the decode of the draws' mean latent as a single "draw"
+            results.append(self._finish(out[:, n], lr, mode=mode, reduce=reduce if each else "mean", apply=apply,
+                                        tile=tile))  # fmt: skip
+        return results
+
+    def _tiling(self, h: int, w: int, tile: int | None, tile_overlap: int | None, decode_tile: int | None,
+                tile_stats: int | None) -> tuple[int, int, int, int]:  # fmt: skip
+        """upscale_batch's tile, tile_overlap, decode_tile and tile_stats for an h x w LR image, defaults filled in."""
         auto_tile, auto_overlap = self.auto_tile(h, w)
         tile = auto_tile if tile is None else tile
         tile_overlap = (auto_overlap if tile == auto_tile else tile // 4) if tile_overlap is None else tile_overlap
@@ -281,16 +315,7 @@ class Upscaler:
             tile_stats = TILE_STATS_PASSES
         if tile_stats < 0:
             raise ValueError(f"tile_stats must be >= 0 passes, got {tile_stats}")
-        each = mode == "sharp" or std or reduce != "mean" or samples == 1 or self.kind == "pixel"
-        out = self._diffuse(lrs, sampler=sampler, steps=steps, eta=eta, seed=seed, samples=samples,
-                            progress=progress, decode_tile=decode_tile, tile=tile, tile_overlap=tile_overlap,
-                            batch=batch, each=each, tile_stats=tile_stats)  # fmt: skip
-        results = []
-        for n, lr in enumerate(lrs):
-            # (S, H, W, C) draws, or the decode of the draws' mean latent as a single "draw"
-            results.append(self._finish(out[:, n], lr, mode=mode, reduce=reduce if each else "mean", apply=apply,
-                                        tile=tile))  # fmt: skip
-        return results
+        return tile, tile_overlap, decode_tile, tile_stats
 
     def _check(self, lrs: list[np.ndarray]) -> list[np.ndarray]:
         lrs = [x[:, :, None] if x.ndim == 2 else x for x in lrs]
@@ -358,9 +383,13 @@ class Upscaler:
                 tile: int) -> UpscaleResult:  # fmt: skip
         """Back-projection (if `apply`) and zero background of every draw (S, H, W, C), then their reduction
         (sharp: the first draw), the consistency measure and the warning for one image."""
-        fixed = [zero_background(back_project(d, lr, self.scale) if apply else d, lr, self.scale) for d in draws]
-        stack = np.stack(fixed).astype(np.float32)  # (S, H, W, C)
-        if mode == "sharp" or reduce == "none":
+        # draws is this call's own (S, H, W, C) array: the background is zeroed in place (back_project returns a
+        # new array), and no full-size float64 or repeated float32 copies are made (4096^2 outputs)
+        fixed = [zero_background(back_project(d, lr, self.scale) if apply else d, lr, self.scale, inplace=True)
+                 for d in draws]  # fmt: skip
+        stack = fixed[0][None] if len(fixed) == 1 else np.stack(fixed)  # (S, H, W, C)
+        stack = stack.astype(np.float32, copy=False)
+        if mode == "sharp" or reduce == "none" or len(stack) == 1:  # the mean of one draw is that draw
             image = stack[0]
         else:
             image = (np.median if reduce == "median" else np.mean)(stack, axis=0).astype(np.float32)
