@@ -51,3 +51,23 @@ def test_demo_shows_both_modes_beside_bicubic_and_hr(tmp_path: Path, monkeypatch
     assert figure.shape[1] == 5 * 240  # LR | bicubic | faithful | sharp | HR, 2.4 in at 100 dpi each
     assert figure.shape[0] > 400  # the full images and, below them, the zoomed crops
     assert "| mri-x4 (sharp) |" in printed and "| mri-x4 (faithful) |" in printed
+
+
+def test_demo_colorization_panel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:  # noqa: ANN001
+    """The shipped histology-colorize on the grey of a bundled held-out H&E tile, beside the grey input and the
+    reference: grid.png, the coloured image (L* of the input kept) and a table naming both methods."""
+    samples = tmp_path / "samples"
+    (samples / "histology").mkdir(parents=True)
+    shutil.copy(demo.SAMPLES_DIR / "histology" / "kather2016_82_label_2_150.png", samples / "histology")
+    monkeypatch.setattr(demo, "FIXTURES", samples)
+    out = tmp_path / "demo" / "histology_colorize"
+    assert demo.run_colorize(out) == 0
+    summary = json.loads((out / "summary.json").read_text())["methods"]
+    assert list(summary) == ["grey", "histology-colorize"]
+    assert summary["histology-colorize"]["delta_e2000"] < summary["grey"]["delta_e2000"]
+    assert summary["histology-colorize"]["luminance_max_err"] < 1e-6
+    coloured, _ = read_image(out / "histology-colorize" / "kather2016_82_label_2_150.png")
+    assert coloured.shape == (150, 150, 3)
+    grid, _ = read_image(out / "grid.png")
+    assert grid.shape[1] > grid.shape[0]  # one row: grey input | grey | model | reference
+    assert "| histology-colorize |" in capsys.readouterr().out
