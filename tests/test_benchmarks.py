@@ -66,3 +66,21 @@ def test_colorization_table_says_whether_the_shipped_model_has_the_lowest_delta_
     assert row.split("|")[5].strip() == "-0.50 ± 0.50 (1/3)"  # paired differences -1, -1, +0.5
     assert "misses the lowest ΔE2000 of the trained methods (regression) by 0.50" in out
     assert "| **diffusion-latent** (shipped) | 25.00 | 0.9000 | 6.00 | / |" in out and "2026-12-01" in out
+
+
+def test_bench_table_numbers_come_from_the_summary(tmp_path: Path) -> None:
+    """A `bench:` block (experiments/tiling/upscale_bench.py's summary): one row per output size, then the model,
+    command, machine and date."""
+    folder = tmp_path / "res" / "upscale_bench"
+    folder.mkdir(parents=True)
+    rows = [
+        {"output": 1024, "seconds": 20.4, "seconds_per_mp": 19.46, "peak_rss_mb": 812.3, "source": "cmd a"},
+        {"output": 4096, "seconds": 330.0, "seconds_per_mp": 19.67, "peak_rss_mb": 1650.6, "source": "cmd b"},
+    ]
+    summary = {"model": "mri-x4", "rows": rows, "command": "upscale_bench.py --sizes 1024", "date": "2026-12-01",
+               "machine": "2-core CPU, OMP_NUM_THREADS=1"}  # fmt: skip
+    (folder / "summary.json").write_text(json.dumps(summary))
+    out = RENDER["render"]("<!-- bench:upscale_bench -->\nstale\n<!-- /bench -->\n", tmp_path / "res")
+    assert "stale" not in out
+    assert "| 1024² | 20 | 19.5 | 812 | `cmd a` |" in out and "| 4096² | 330 | 19.7 | 1651 | `cmd b` |" in out
+    assert "upscale_bench.py --sizes 1024" in out and "2-core CPU" in out and "2026-12-01" in out

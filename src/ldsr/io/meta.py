@@ -159,7 +159,10 @@ def to_grid(x: np.ndarray, span: float) -> np.ndarray:
     arr = np.asarray(x, dtype=np.float64)
     if not np.all(np.isfinite(arr)):
         raise ValueError("cannot quantise an image that contains NaN or infinite values")
-    return np.floor(np.clip(arr, 0.0, 1.0) * span + 0.5)
+    out = np.clip(arr, 0.0, 1.0)  # a new array: the steps below work in place (one float64 copy, 4096^2 outputs)
+    out *= span
+    out += 0.5
+    return np.floor(out, out=out)
 
 
 def quantize(x: np.ndarray, bit_depth: Literal[8, 16]) -> np.ndarray:

@@ -34,7 +34,7 @@ def _as_unit_hwc(image: np.ndarray) -> np.ndarray:
     x = arr.astype(np.float64)
     if not np.all(np.isfinite(x)):
         raise ValueError("image contains NaN or inf values")
-    return np.clip(x, 0.0, 1.0)
+    return np.clip(x, 0.0, 1.0, out=x)  # x is a new array: clipped in place
 
 
 def _resolve_bit_depth(fmt: ImageFormat, explicit: int | None, meta: ImageMeta | None, image: np.ndarray) -> int:

@@ -347,7 +347,7 @@ class Upscaler:
 
         `each`: every draw decoded (S of them); else the draws' mean on the denoiser grid, decoded once.
         """
-        from ldsr.models.tiling import count_windows
+        from ldsr.models.tiling import count_windows, release_free_memory
 
         h, w = lrs[0].shape[:2]
         m = self._multiple()
@@ -366,10 +366,14 @@ class Upscaler:
                                        tile_stats=tile_stats, encode_tile=decode_tile,
                                        **sampling)  # fmt: skip  # (S, N, C_x, H_x, W_x)
             z = z if each else z.mean(dim=0, keepdim=True)
+            release_free_memory()  # the heap the sampler left fragmented, before the full-size decode
             imgs = torch.stack([self.model.to_image(d, decode_tile) for d in z])  # (S', N, C, H', W')
         s = self.scale
         imgs = imgs[..., BORDER * s : (BORDER + h) * s, BORDER * s : (BORDER + w) * s]
-        return np.stack([np.stack([to_array(i) for i in d]) for d in imgs])  # (S', N, H, W, C)
+        out = np.stack([np.stack([to_array(i) for i in d]) for d in imgs])  # (S', N, H, W, C)
+        del imgs
+        release_free_memory()
+        return out
 
     def _consistency_default(self, diffusion: bool) -> bool:
         """`consistency="auto"`: the model's own default (`sr.consistency`, chosen on validation when shipped), else
