@@ -153,7 +153,7 @@ def bench_table(folder: Path) -> str:
     v = json.loads((folder / "summary.json").read_text())
     lines = ["| Output | Seconds | s / output megapixel | Peak RSS (MB) | Measured with |", "|---:|---:|---:|---:|---|"]
     for r in v["rows"]:
-        lines.append(f"| {r['output']}² | {r['seconds']:.0f} | {r['seconds_per_mp']:.1f} | {r['peak_rss_mb']:.0f} | "
+        lines.append(f"| {r['output']}² | {r['seconds']:.1f} | {r['seconds_per_mp']:.1f} | {r['peak_rss_mb']:.0f} | "
                      f"`{r['source']}` |")  # fmt: skip
     lines += ["", f"{v['model']}, its defaults; `{v['command']}`; {v['machine']}; {v['date']}."]
     return "\n".join(lines) + "\n"

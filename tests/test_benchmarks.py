@@ -82,5 +82,5 @@ def test_bench_table_numbers_come_from_the_summary(tmp_path: Path) -> None:
     (folder / "summary.json").write_text(json.dumps(summary))
     out = RENDER["render"]("<!-- bench:upscale_bench -->\nstale\n<!-- /bench -->\n", tmp_path / "res")
     assert "stale" not in out
-    assert "| 1024² | 20 | 19.5 | 812 | `cmd a` |" in out and "| 4096² | 330 | 19.7 | 1651 | `cmd b` |" in out
+    assert "| 1024² | 20.4 | 19.5 | 812 | `cmd a` |" in out and "| 4096² | 330.0 | 19.7 | 1651 | `cmd b` |" in out
     assert "upscale_bench.py --sizes 1024" in out and "2-core CPU" in out and "2026-12-01" in out
