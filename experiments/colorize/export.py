@@ -61,8 +61,26 @@ def _card(info: dict[str, Any], n_params: int, summary: Path | None, row: str) -
         for name, m in methods.items():
             lines.append(f"| {name} | {m['psnr']:.2f} | {m['ssim']:.4f} | {m['delta_e2000']:.2f} | "
                          f"{m['colourfulness_ratio']:.3f} | {int(m['params']):,} | {m['seconds']:.3f} |")  # fmt: skip
+        lines += _verdict(summary, methods, row)
     lines += ["", "Data: OpenSlide CMU-1-Small-Region (CC0 1.0); Kather et al. 2016 (CC BY 4.0).", ""]
     return "\n".join(lines)
+
+
+def _verdict(summary: Path, methods: dict[str, Any], row: str) -> list[str]:
+    """Where this model stands among the trained methods (run.json beside the summary names them), in words."""
+    run_file = summary.parent / "run.json"
+    if not run_file.is_file():
+        return []
+    run = json.loads(run_file.read_text(encoding="utf-8"))
+    closer = [m for m in run["trained"] if methods[m]["delta_e2000"] < methods[row]["delta_e2000"]]
+    text = ("Among the trained methods this model has the lowest ΔE2000." if not closer else
+            f"At this training budget it is NOT the best colorizer: {', '.join(closer)} came closer to the references "
+            f"(lower ΔE2000; the lowest, {min(closer, key=lambda m: methods[m]['delta_e2000'])}, by "
+            f"{methods[row]['delta_e2000'] - min(methods[m]['delta_e2000'] for m in closer):.2f}). What it adds: "
+            "several plausible colourings per image (`--samples N`) and their spread.")  # fmt: skip
+    machine = json.loads((summary.parent / "machine.json").read_text(encoding="utf-8"))
+    return ["", text, f"Training: `{run['train_command']}`; table: `{run['eval_command']}`; {machine['cpus']}-core "
+            f"{machine['processor']}, {run['device']}, {run['date'][:10]}."]  # fmt: skip
 
 
 def main() -> None:
