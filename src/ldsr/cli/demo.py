@@ -101,7 +101,7 @@ def run_colorize(out: Path, *, model: str = COLORIZE_MODEL, seed: int = 0, group
 
     refs = list_images(FIXTURES / group)
     print(f"\n== colorization: grey of {FIXTURES / group} ({len(refs)} images) -> {model} -> {out}")
-    methods = {"grey": load_colorizer("gray"), model: load_colorizer(model)}
+    methods = {model: load_colorizer(model)}  # the grid's first column is the grey input itself
     report = evaluate_colorization(refs, methods, out, seed=seed, grid_count=len(refs), save_images=True)
     print(format_table(report.summary).rstrip("\n"))
     for line in report.failures:
