@@ -383,8 +383,21 @@ def _train_step(
                 raise
             run.opts.zero_grad()
             return None
-        _micro_step(run, _to_device(raw_batch, run.device), logs, step)
+        _micro_step(run, _device_lr(run, _to_device(raw_batch, run.device)), logs, step)
     return logs
+
+
+def _device_lr(run: _Run, batch: dict[str, Any]) -> dict[str, Any]:
+    """`data.device_degrade`: the HR-folder dataset yields HR crops and per-sample seeds; the LR batch is made
+    here, on the training device (`ldsr.data.degrade_torch.degrade_batch`, the dataset's degradation)."""
+    ds = run.train_ds
+    if "lr" in batch or "seed" not in batch or not getattr(ds, "device_degrade", False):
+        return batch
+    from ldsr.data.degrade_torch import degrade_batch, generator_for
+
+    gen = generator_for(batch["seed"])
+    batch["lr"] = degrade_batch(batch["hr"], ds.degradation, gen, scale=ds.scale, bit_depth=batch["bits"])
+    return batch
 
 
 def _advance(run: _Run, prog: _Progress, logs: Mapping[str, float]) -> float:
