@@ -78,7 +78,7 @@ def _image_group_norms(
 
     def forward_for(k: int, gn: nn.GroupNorm) -> Callable[[torch.Tensor], torch.Tensor]:
         def forward(x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W), H = s * window height; attention: (N, C, H W)
-            n, g = x.shape[0], gn.num_groups
+            g = gn.num_groups
             if collect.get("index") == k:
                 _add_core_moments(collect, collect["core"], x, g)
                 raise _Halt
@@ -87,17 +87,31 @@ def _image_group_norms(
             if k not in stats:
                 return F.group_norm(x, g, gn.weight, gn.bias, gn.eps)
             mean, var = stats[k]  # (N, G) over the whole image
-            xg = x.reshape(n, g, -1)
-            out = ((xg - mean[..., None].to(x.dtype)) * torch.rsqrt(var[..., None].to(x.dtype) + gn.eps)).reshape_as(x)
-            if gn.affine:
-                shape = (1, -1) + (1,) * (x.ndim - 2)
-                out = out * gn.weight.view(shape) + gn.bias.view(shape)
-            return out
+            return _group_norm_with(x, gn, mean.to(x.dtype), var.to(x.dtype))
 
         return forward
 
+    with _patched_forwards(norms, forward_for):
+        yield
+
+
+def _group_norm_with(x: torch.Tensor, gn: nn.GroupNorm, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+    """GroupNorm `gn` of x (N, C, ...) with given statistics mean, var (N, G) instead of x's own."""
+    out = (x.reshape(x.shape[0], gn.num_groups, -1) - mean[..., None]) * torch.rsqrt(var[..., None] + gn.eps)
+    out = out.reshape_as(x)
+    if gn.affine:
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        out = out * gn.weight.view(shape) + gn.bias.view(shape)
+    return out
+
+
+@contextlib.contextmanager
+def _patched_forwards(
+    norms: Sequence[nn.GroupNorm], forward_for: Callable[[int, nn.GroupNorm], Callable[[torch.Tensor], torch.Tensor]]
+) -> Iterator[None]:
+    """Within the block GroupNorm k runs forward_for(k, gn) (an instance attribute, removed on exit)."""
     for k, gn in enumerate(norms):
-        gn.forward = forward_for(k, gn)  # type: ignore[method-assign,assignment]  # an instance attribute, removed below
+        gn.forward = forward_for(k, gn)  # type: ignore[method-assign,assignment]
     try:
         yield
     finally:
@@ -459,22 +473,13 @@ def _window_group_norms(norms: Sequence[nn.GroupNorm], state: _NormState) -> Ite
             if k not in state.stats:
                 return F.group_norm(x, g, gn.weight, gn.bias, gn.eps)
             assert state.items is not None
-            mean, var = (v[state.items].to(x.dtype)[..., None] for v in state.stats[k])  # (k, G, 1) each
-            out = ((x.reshape(x.shape[0], g, -1) - mean) * torch.rsqrt(var + gn.eps)).reshape_as(x)
-            if gn.affine:
-                shape = (1, -1) + (1,) * (x.ndim - 2)
-                out = out * gn.weight.view(shape) + gn.bias.view(shape)
-            return out
+            mean, var = (v[state.items].to(x.dtype) for v in state.stats[k])  # (k, G) each: the windows' images
+            return _group_norm_with(x, gn, mean, var)
 
         return forward
 
-    for k, gn in enumerate(norms):
-        gn.forward = forward_for(k, gn)  # type: ignore[method-assign,assignment]  # an instance attribute, removed below
-    try:
+    with _patched_forwards(norms, forward_for):
         yield
-    finally:
-        for gn in norms:
-            del gn.forward
 
 
 def _windows_pass(
