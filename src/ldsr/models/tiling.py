@@ -82,8 +82,6 @@ def _image_group_norms(
             if collect.get("index") == k:
                 _add_core_moments(collect, collect["core"], x, g)
                 raise _Halt
-            if collect.get("sweep"):  # every GroupNorm measures and the window runs on (`_swept_stats`)
-                _add_core_moments(collect.setdefault("each", {}).setdefault(k, {}), collect["core"], x, g)
             if k not in stats:
                 return F.group_norm(x, g, gn.weight, gn.bias, gn.eps)
             mean, var = stats[k]  # (N, G) over the whole image
@@ -146,11 +144,10 @@ def decode_tiled(
     tile: int,
     halo: int | None = None,
     norms: Sequence[nn.GroupNorm] = (),
-    sweeps: int | None = None,
 ) -> torch.Tensor:
     """Decode z (N, c_z, h, w) -> (N, C, h*f, w*f) in cores of at most `tile` x `tile` latent positions, each with
-    `halo` positions of context (default tile // 2) and the image's GroupNorm statistics for `norms`: exact (one
-    pass per GroupNorm, module doc) when `sweeps` is None, else estimated by that many sweeps (`_swept_stats`).
+    `halo` positions of context (default tile // 2) and the image's exact GroupNorm statistics for `norms` (one
+    pass per GroupNorm, module doc).
 
     A latent no larger than one tile is decoded whole (exactly `decode(z)`).
     """
@@ -159,7 +156,7 @@ def decode_tiled(
     if factor < 1:
         raise ValueError(f"factor must be >= 1, got {factor}")
     return _apply_tiled(decode, z, f_in=1, f_out=factor, tile=tile, halo=tile // 2 if halo is None else halo,
-                        norms=norms, sweeps=sweeps)  # fmt: skip
+                        norms=norms)  # fmt: skip
 
 
 def encode_tiled(
@@ -170,16 +167,15 @@ def encode_tiled(
     tile: int,
     halo: int | None = None,
     norms: Sequence[nn.GroupNorm] = (),
-    sweeps: int | None = None,
 ) -> torch.Tensor:
     """Encode x (N, C, H, W) -> (N, c_z, H/f, W/f) like `decode_tiled`: cores of at most `tile` x `tile` latent
     positions (tile f x tile f pixels), each with `halo` latent positions (halo f pixels) of context, and the
-    image's GroupNorm statistics for the encoder's `norms` (exact, or estimated by `sweeps`); memory ~ one
+    image's exact GroupNorm statistics for the encoder's `norms`; memory ~ one
     (tile + 2 halo)^2 latent tile's encode."""
     if x.ndim != 4 or factor < 1 or x.shape[-2] % factor or x.shape[-1] % factor:
         raise ValueError(f"expected (N, C, H, W) with H, W multiples of factor={factor}, got shape {tuple(x.shape)}")
     return _apply_tiled(encode, x, f_in=factor, f_out=1, tile=tile, halo=tile // 2 if halo is None else halo,
-                        norms=norms, sweeps=sweeps)  # fmt: skip
+                        norms=norms)  # fmt: skip
 
 
 Tiles = list[tuple[tuple[int, int], tuple[int, int], tuple[int, int], tuple[int, int]]]
@@ -195,14 +191,11 @@ def _apply_tiled(
     tile: int,
     halo: int,
     norms: Sequence[nn.GroupNorm],
-    sweeps: int | None = None,
 ) -> torch.Tensor:
-    """fn on x (N, C, h f_in, w f_in) -> (N, C', h f_out, w f_out), tiled on the (h, w) grid (module doc); the
-    GroupNorm statistics exact (`sweeps` None) or estimated by `sweeps` sweeps (`_swept_stats`)."""
+    """fn on x (N, C, h f_in, w f_in) -> (N, C', h f_out, w f_out), tiled on the (h, w) grid, with the image's
+    exact GroupNorm statistics (module doc)."""
     if halo < 0:
         raise ValueError(f"halo must be >= 0, got {halo}")
-    if sweeps is not None and sweeps < 1:
-        raise ValueError(f"sweeps must be >= 1 (None: exact statistics), got {sweeps}")
     h, w = x.shape[-2] // f_in, x.shape[-1] // f_in  # grid positions (latents)
     if h <= tile and w <= tile:
         return fn(x)
@@ -218,10 +211,8 @@ def _apply_tiled(
 
     norms = list(norms)
     stats: Stats = {}
-    if norms and sweeps is None:
+    if norms:
         stats = _exact_stats(fn, window, tiles, norms, window(0, min(tile, h), 0, min(tile, w)))
-    elif norms:
-        stats = _swept_stats(fn, window, tiles, norms, sweeps or 1)
     out: torch.Tensor | None = None
     f = f_out
     with _image_group_norms(norms, stats, {}) if norms else contextlib.nullcontext():
@@ -272,28 +263,6 @@ def _exact_stats(
                     pass
         stats[k] = _mean_var(collect)
         release_free_memory()
-    return stats
-
-
-def _swept_stats(
-    fn: Callable[[torch.Tensor], torch.Tensor],
-    window: Callable[..., torch.Tensor],
-    tiles: Tiles,
-    norms: list[nn.GroupNorm],
-    sweeps: int,
-) -> Stats:
-    """Estimated image statistics of every GroupNorm: `sweeps` full runs over the tiles, each measuring every
-    GroupNorm's input over the cores while normalising with the previous sweep's estimates (the first sweep with
-    each tile's own statistics). Sweep p makes the first p GroupNorms exact and the rest converge; cost `sweeps`
-    runs of `fn` whatever the number of GroupNorms (exact: about L / 2)."""
-    stats: Stats = {}
-    for _ in range(sweeps):
-        collect: dict = {"sweep": True}
-        with _image_group_norms(norms, stats, collect):
-            for t in tiles:
-                collect["core"] = _core(t)
-                fn(window(*t[2], *t[3]))
-        stats = {k: _mean_var(acc) for k, acc in collect["each"].items()}
     return stats
 
 
