@@ -69,6 +69,51 @@ def test_generate_gan_16bit_tiff(checkpoints: dict[str, Path], tmp_path: Path) -
     assert json.loads((tmp_path / "generation_run.json").read_text())["nfe"] == 1
 
 
+@pytest.mark.parametrize("fmt", ["dcm", "nii"])
+def test_generate_dicom_and_nifti_samples_marked_synthetic(checkpoints: dict[str, Path], tmp_path: Path,
+                                                           fmt: str) -> None:  # fmt: skip
+    """--format dcm / nii: one file per sample that reads back as the PNG sample of the same seed (16-bit grid),
+    marked as synthetic (DICOM: Secondary Capture, ConversionType SYN, one series; NIfTI: header descrip)."""
+    import nibabel as nib
+    import numpy as np
+    import pydicom
+
+    gan = str(checkpoints["gan"])
+    res = invoke("generate", "-m", gan, "-n", "2", "-o", str(tmp_path / fmt), "--format", fmt, "--bits", "16", "-q")
+    assert res.exit_code == 0, res.output
+    assert invoke("generate", "-m", gan, "-n", "2", "-o", str(tmp_path / "png"), "--bits", "16", "-q").exit_code == 0
+    files = sorted((tmp_path / fmt / "samples").iterdir())
+    assert [f.name for f in files] == [f"sample_0000.{fmt}", f"sample_0001.{fmt}"]
+    for i, f in enumerate(files):
+        ref, _ = read_image(tmp_path / "png" / "samples" / f"sample_000{i}.png")
+        img, _ = read_image(f)  # DICOM / NIfTI read through their own (min, max) window
+        lo, hi = ref.min(), ref.max()
+        assert img.shape == ref.shape and np.abs(img - (ref - lo) / (hi - lo)).max() < 1e-3
+    if fmt == "dcm":
+        ds = [pydicom.dcmread(f) for f in files]
+        assert all(d.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7" and d.ConversionType == "SYN" for d in ds)
+        assert ds[0].SeriesInstanceUID == ds[1].SeriesInstanceUID and ds[0].SOPInstanceUID != ds[1].SOPInstanceUID
+        assert "SYNTHETIC" in ds[0].ImageComments and ds[0].PatientName == "SYNTHETIC" and ds[0].BitsStored == 16
+    else:
+        assert b"SYNTHETIC" in nib.load(files[0]).header["descrip"].tobytes()
+
+
+def test_generate_nifti_of_colour_model_is_one_line(tmp_path: Path) -> None:
+    d = tmp_path / "rgb"
+    cfg = {
+        "task": "generate", "channels": 3, "seed": 0,
+        "data": {"train": [str(ROOT / "fixtures" / "histology")], "split": "all", "hr_size": 32,
+                 "degradation": "bicubic", "val_count": 0},
+        "train": {"steps": 1, "batch_size": 2, "val_every": 0, "run_dir": str(d)},
+        "generate": {"model": "gan", "gan_latent": 8, "gan_features": 4},
+    }  # fmt: skip
+    ckpt = train(config_from_dict(cfg), progress=False)
+    res = invoke("generate", "-m", str(ckpt), "-n", "1", "-o", str(tmp_path / "out"), "--format", "nii")
+    assert res.exit_code == 2 and res.output.strip().splitlines() == [
+        f"error: --format nii: {ckpt} makes 3-channel images; NIfTI samples are grey"
+    ]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -16,7 +16,7 @@ import tempfile
 import time
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import typer
 
@@ -35,6 +35,8 @@ from ldsr.cli.common import (
 class SampleFormat(StrEnum):
     png = "png"
     tif = "tif"
+    dcm = "dcm"  # Secondary Capture marked synthetic (ldsr.io.synthetic)
+    nii = "nii"  # one-slice NIfTI, grey models only
 
 
 GRID_MAX = 64  # samples drawn in grid.png
@@ -93,18 +95,37 @@ def _peak_memory_mb(device: str) -> tuple[float, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process peak RSS"  # Linux: KiB
 
 
+def _sample_writer(fmt: SampleFormat, bits: int, description: str) -> Any:
+    """write(path, (H, W, C) array, index) for the sample format; DICOM samples of one call share a study and
+    a series (ldsr.io.synthetic marks them synthetic)."""
+    from ldsr.io import write_image
+    from ldsr.io.synthetic import write_synthetic_dicom, write_synthetic_nifti
+
+    b: Literal[8, 16] = 16 if bits == 16 else 8
+    if fmt is SampleFormat.dcm:
+        from pydicom.uid import generate_uid
+
+        study, series = generate_uid(), generate_uid()
+        return lambda path, arr, i: write_synthetic_dicom(
+            path, arr, bits=b, description=f"{description}, sample {i}", study_uid=study, series_uid=series,
+            instance=i + 1)  # fmt: skip
+    if fmt is SampleFormat.nii:
+        return lambda path, arr, i: write_synthetic_nifti(path, arr, bits=b, description=f"{description} #{i}")
+    return lambda path, arr, i: write_image(path, arr, bit_depth=bits)
+
+
 def sample_to_folder(
     model: Any, out: Path, *, n: int, seed: int, batch: int, sampler: str | None, steps: int | None,
-    fmt: SampleFormat, bits: int, quiet: bool,
+    fmt: SampleFormat, bits: int, quiet: bool, label: str = "model",
 ) -> tuple[list[Any], float]:  # fmt: skip
     """Write n samples to out/samples/; returns the first GRID_MAX images and the sampling seconds."""
     import torch
 
     from ldsr.data.tensor import to_array
-    from ldsr.io import write_image
 
     seconds = 0.0
     kept: list[Any] = []
+    write = _sample_writer(fmt, bits, f"SYNTHETIC: ldsr generate -m {label} --seed {seed}")
     for start in range(0, n, batch):
         k = min(batch, n - start)
         t0 = time.perf_counter()
@@ -115,7 +136,7 @@ def sample_to_folder(
         seconds += time.perf_counter() - t0
         for i in range(k):
             arr = to_array(x[i])  # (S, S, C) in [0, 1]
-            write_image(out / "samples" / f"sample_{start + i:04d}.{fmt.value}", arr, bit_depth=bits)
+            write(out / "samples" / f"sample_{start + i:04d}.{fmt.value}", arr, start + i)
             if len(kept) < GRID_MAX:
                 kept.append(arr)
         if not quiet:
@@ -135,7 +156,11 @@ def generate(
     ),  # fmt: skip
     seed: int = typer.Option(0, "--seed", help="Sample i is drawn from (seed, i): same seed, same images."),
     batch: int = typer.Option(16, "--batch", help="Samples per network batch (>= 1)."),
-    fmt: SampleFormat = typer.Option(SampleFormat.png, "--format", help="Sample files: png or tif."),
+    fmt: SampleFormat = typer.Option(
+        SampleFormat.png,
+        "--format",
+        help="Sample files: png, tif, dcm (Secondary Capture marked synthetic) or nii (grey).",
+    ),
     bits: int = typer.Option(8, "--bits", help="Bit depth of the sample files: 8 or 16."),
     device: Device = device_option(),
     quiet: bool = quiet_option(),
@@ -154,17 +179,22 @@ def generate(
         check_writable(output)
         dev = resolve_device(device)
         net, run = load_generator(path, dev)
+        if fmt is SampleFormat.nii and run.get("channels") != 1:
+            raise ValueError(
+                f"--format nii: {model} makes {run.get('channels')}-channel images; NIfTI samples are grey"
+            )
         kept, seconds = sample_to_folder(net, output, n=n, seed=seed, batch=batch, fmt=fmt, bits=bits, quiet=quiet,
-                                         sampler=None if sampler is None else sampler.value, steps=steps)  # fmt: skip
+                                         sampler=None if sampler is None else sampler.value, steps=steps,
+                                         label=model)  # fmt: skip
     except ValueError as e:
         fail(str(e))
-    _write_run(output, model, net, run, n=n, seed=seed, batch=batch, sampler=sampler, steps=steps, dev=dev,
-               seconds=seconds, grid=kept)  # fmt: skip
+    write_run(output, model, net, run, n=n, seed=seed, batch=batch, sampler=sampler, steps=steps, dev=dev,
+              seconds=seconds, grid=kept)  # fmt: skip
     if not quiet:
         print(f"{n} samples in {output / 'samples'}, grid {output / 'grid.png'}", file=sys.stderr)
 
 
-def _write_run(
+def write_run(
     out: Path, name: str, net: Any, run: dict[str, Any], *, n: int, seed: int, batch: int,
     sampler: Sampler | None, steps: int | None, dev: str, seconds: float, grid: list[Any],
 ) -> None:  # fmt: skip

@@ -24,7 +24,8 @@ sharp-mode draw, whose detail may be invented): `write_image(..., provenance=rec
 Modules: `files` (ImageError, atomic_path), `meta` (ImageMeta, DicomSource, suffix tables), `listing`
 (suffix_of, list_images), `read` (read_frames, read_image, count_frames, check_size), `write`
 (write_image, write_dicom_frames), `provenance` (provenance_record, read_provenance, mark_volume); `volume`
-(NIfTI volumes) and `wsi` (whole-slide images) are imported from their modules. The public names are re-exported
+(NIfTI volumes), `wsi` (whole-slide images) and `synthetic` (generated samples as DICOM / NIfTI) are imported
+from their modules. The public names are re-exported
 here.
 """
 
