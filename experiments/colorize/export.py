@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -21,20 +20,10 @@ import torch
 from ldsr import __version__
 from ldsr.models.checkpoint import load_weights, read_info, resolve_checkpoint, save_weights
 from ldsr.models.params import count_parameters
+from ldsr.pipeline.export import portable
 
 ROOT = Path(__file__).resolve().parents[2]
 LIMIT_MB = 25.0
-
-
-def _relative(value: Any) -> Any:
-    """Absolute paths inside the config -> relative to the repository root (no machine's folders shipped)."""
-    if isinstance(value, dict):
-        return {k: _relative(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_relative(v) for v in value]
-    if isinstance(value, str) and os.path.isabs(value):
-        return os.path.relpath(value, ROOT)
-    return value
 
 
 def _card(info: dict[str, Any], n_params: int, summary: Path | None, row: str) -> str:
@@ -95,7 +84,7 @@ def main() -> None:
     info = read_info(folder)
     if info["config"].get("task") != "colorize":
         raise SystemExit(f"{folder}: not a colorize checkpoint")
-    info["config"] = _relative(info["config"])
+    info = portable(info, ROOT)  # config, model_config, ...: no folder of this machine is shipped
     from ldsr.config import config_from_dict
     from ldsr.models.build import build_model
 
