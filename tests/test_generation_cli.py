@@ -60,6 +60,15 @@ def test_generate_writes_samples_grid_and_run(checkpoints: dict[str, Path], tmp_
     assert grid.shape == (66, 66, 1)  # 2 x 2 cells of 32 px, 2 px apart
 
 
+def test_generate_ddpm_records_the_chain_it_walked(checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    """--sampler ddpm walks every step of the chain: generation_run.json says so (steps = NFE), not --steps."""
+    res = invoke("generate", "-m", str(checkpoints["pixel"]), "-n", "1", "-o", str(tmp_path), "--sampler", "ddpm",
+                 "--steps", "3", "-q")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    run = json.loads((tmp_path / "generation_run.json").read_text())
+    assert run["sampler"] == "ddpm" and run["steps"] == run["nfe"] > 3
+
+
 def test_generate_gan_16bit_tiff(checkpoints: dict[str, Path], tmp_path: Path) -> None:
     res = invoke("generate", "-m", str(checkpoints["gan"]), "-n", "2", "-o", str(tmp_path), "--format", "tif",
                  "--bits", "16", "-q")  # fmt: skip

@@ -206,6 +206,8 @@ def write_run(
     gen = run.get("generate", {})
     used_sampler = sampler.value if sampler is not None else gen.get("sampler")
     used_steps = steps if steps is not None else gen.get("steps")
+    if used_sampler == "ddpm":  # ancestral sampling walks the whole (truncated) chain, whatever --steps says
+        used_steps = net.nfe(used_sampler, used_steps)
     peak, kind = _peak_memory_mb(dev)
     info = {
         "model": name, "kind": gen.get("model"), "n": n, "seed": seed, "batch": batch,
