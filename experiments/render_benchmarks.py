@@ -18,10 +18,12 @@ import math
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(
-    r"(<!-- (?P<kind>results|validation|colorization|bench):(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /(?P=kind) -->)",
+    r"(<!-- (?P<kind>results|validation|colorization|bench|generation):(?P<name>[\w.-]+) -->\n)"
+    r"(?P<body>.*?)(<!-- /(?P=kind) -->)",
     re.S,
 )
 # Display names of the methods (an evaluate method is named after its model argument).
@@ -159,6 +161,64 @@ def bench_table(folder: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def generation_table(folder: Path) -> str:
+    """The generation table from `ldsr evaluate-generation` reports copied to `folder` (ROW.json each) and run.json:
+    the rows in order with their label, training steps and minutes, the commands, the date, the shipped row."""
+    run = json.loads((folder / "run.json").read_text())
+    machine = json.loads((folder / "machine.json").read_text())
+    reports = {k: json.loads((folder / f"{k}.json").read_text()) for k in run["rows"]}
+    spaces = list(dict.fromkeys(s for r in reports.values() for s in r["spaces"]))
+    head = ["Model", "trained", "sampler (NFE)", "n"]
+    for s in spaces:
+        v = next(r["spaces"][s]["version"] for r in reports.values() if s in r["spaces"])
+        head += [f"Fréchet ({s} v{v})", f"KID ×1e3 ({s})"]
+    head += ["precision", "recall", "near-copy share", "intensity W1", "params", "s / sample", "peak MB"]
+    lines = ["| " + " | ".join(head) + " |", "|---|---|---|" + "---:|" * (len(head) - 3)]  # n onwards: numbers
+    for key, meta in run["rows"].items():
+        r, g = reports[key], reports[key].get("run") or {}
+        label = f"**{meta['label']}** (shipped)" if key == run.get("shipped") else meta["label"]
+        trained = f"{meta['steps']} steps, {meta['minutes']:g} min" if "steps" in meta else "/"
+        sampler = f"{g['sampler']} {g['steps']} ({g['nfe']})" if g.get("sampler") else ("one pass" if g else "/")
+        cells = [label, trained, sampler, str(r.get("n_fake", "?"))]
+        for s in spaces:
+            d = r["spaces"].get(s)
+            cells += [f"{d['frechet']:.3g}", f"{1e3 * d['kid']:.3g}"] if d else ["/", "/"]
+        first = r["spaces"][spaces[0]]
+        mem = r.get("memorisation") or {}
+        cells += [f"{first['precision']:.2f}", f"{first['recall']:.2f}",
+                  _pct(mem["near_copy_share"]) if mem else "/", ", ".join(f"{v:.4f}" for v in r["intensity_w1"]),
+                  f"{g['parameters'] / 1e6:.2f}M" if g else "/", f"{g['seconds_per_sample']:.3g}" if g else "/",
+                  f"{g['peak_memory_mb']:.0f}" if g else "/"]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    n_real = {r["n_real"] for r in reports.values() if "n_real" in r}
+    lines += ["", _generation_verdict(run, reports, spaces)]
+    lines += ["", f"Samples against {', '.join(map(str, sorted(n_real))) or '?'} held-out images. Training: "
+              f"`{run['train_command']}`; samples and measures: `{run['eval_command']}`; {machine['cpus']}-core "
+              f"{machine['processor']}, {run['device']}, {run['date'][:10]}."]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def _generation_verdict(run: dict[str, Any], reports: dict[str, Any], spaces: list[str]) -> str:
+    """Where the shipped generator stands against the GAN row (run["baseline"]) in each space, in words:
+    closer only when both its Fréchet distance and its KID are lower."""
+    ship, base = run.get("shipped"), run.get("baseline")
+    if ship not in reports or base not in reports:
+        return "No shipped generator in this table."
+    label, base_label = run["rows"][ship]["label"], run["rows"][base]["label"]
+    parts = []
+    for space in spaces:
+        a, b = reports[ship]["spaces"].get(space), reports[base]["spaces"].get(space)
+        if a is None or b is None:
+            continue
+        closer = a["frechet"] < b["frechet"] and a["kid"] < b["kid"]
+        parts.append(f"{'closer to' if closer else 'NOT closer to'} the held-out images than the {base_label} in "
+                     f"{space} (Fréchet {a['frechet']:.3g} vs {b['frechet']:.3g}, KID ×1e3 {1e3 * a['kid']:.3g} vs "
+                     f"{1e3 * b['kid']:.3g})")  # fmt: skip
+    copies = (reports[ship].get("memorisation") or {}).get("near_copy_share")
+    return (f"The shipped {label} is " + "; ".join(parts) + f". Near-copies of training images among its samples: "
+            f"{_pct(copies)}.")  # fmt: skip
+
+
 def _block(m: re.Match[str], results: Path) -> str:
     name, kind = m.group("name"), m.group("kind")
     if kind == "results":
@@ -167,6 +227,8 @@ def _block(m: re.Match[str], results: Path) -> str:
         body = colorization_table(results / name)
     elif kind == "bench":
         body = bench_table(results / name)
+    elif kind == "generation":
+        body = generation_table(results / name)
     else:
         body = validation_table(results / f"{name}.json")
     return m.group(1) + body + m.group(5)

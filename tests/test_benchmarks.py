@@ -84,3 +84,41 @@ def test_bench_table_numbers_come_from_the_summary(tmp_path: Path) -> None:
     assert "stale" not in out
     assert "| 1024² | 20.4 | 19.5 | 812 | `cmd a` |" in out and "| 4096² | 330.0 | 19.7 | 1651 | `cmd b` |" in out
     assert "upscale_bench.py --sizes 1024" in out and "2-core CPU" in out and "2026-12-01" in out
+
+
+def _gen_report(frechet: float, kid: float, copies: float | None, run: dict | None) -> dict:
+    space = {"space": "ldsr-feat-mri", "version": "1", "frechet": frechet, "kid": kid, "precision": 0.5,
+             "recall": 0.25}  # fmt: skip
+    mem = {"near_copy_share": copies} if copies is not None else None
+    return {"spaces": {"ldsr-feat-mri": space}, "intensity_w1": [0.0123], "memorisation": mem, "run": run,
+            "n_real": 276, "n_fake": 100}  # fmt: skip
+
+
+def test_generation_table_numbers_and_verdict_come_from_the_reports(tmp_path: Path) -> None:
+    """A `generation:` block: one row per report in run.json's order, the shipped row marked, and the sentence
+    on shipped vs GAN computed from the reports (it flips when the GAN is closer)."""
+    folder = tmp_path / "res" / "gen"
+    folder.mkdir(parents=True)
+    dm = {"sampler": "dpmpp", "steps": 20, "nfe": 20, "parameters": 2.5e6, "seconds_per_sample": 0.31,
+          "peak_memory_mb": 400.0}  # fmt: skip
+    gan = {"sampler": None, "steps": None, "nfe": 1, "parameters": 3.1e6, "seconds_per_sample": 0.002,
+           "peak_memory_mb": 300.0}  # fmt: skip
+    run = {"rows": {"gan": {"label": "GAN", "steps": 900, "minutes": 30}, "vq": {"label": "VQ-DDPM", "steps": 1400,
+           "minutes": 30}}, "shipped": "vq", "baseline": "gan", "train_command": "cpu.sh train", "eval_command":
+           "cpu.sh eval", "device": "cpu", "date": "2026-12-01T04:00:00"}  # fmt: skip
+    (folder / "run.json").write_text(json.dumps(run))
+    (folder / "machine.json").write_text(json.dumps({"cpus": 2, "processor": "test CPU"}))
+    (folder / "gan.json").write_text(json.dumps(_gen_report(80.0, 0.05, 0.0, gan)))
+    (folder / "vq.json").write_text(json.dumps(_gen_report(20.0, 0.01, 0.02, dm)))
+    out = RENDER["render"]("<!-- generation:gen -->\nstale\n<!-- /generation -->\n", tmp_path / "res")
+    assert "stale" not in out
+    rows = [line for line in out.splitlines() if line.startswith("| ")]
+    assert rows[1].startswith("| GAN | 900 steps, 30 min | one pass | 100 | 80 | 50 |")
+    assert rows[2].startswith(
+        "| **VQ-DDPM** (shipped) | 1400 steps, 30 min | dpmpp 20 (20) | 100 | 20 | 10 | 0.50 | 0.25 |"
+    )
+    assert "2.0 %" in rows[2] and "0.31" in rows[2]
+    assert "is closer to the held-out images than the GAN" in out and "276 held-out" in out and "2026-12-01" in out
+    (folder / "gan.json").write_text(json.dumps(_gen_report(10.0, 0.005, 0.0, gan)))
+    out = RENDER["render"]("<!-- generation:gen -->\n<!-- /generation -->\n", tmp_path / "res")
+    assert "is NOT closer to the held-out images than the GAN" in out

@@ -75,3 +75,27 @@ def test_demo_colorization_panel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     grid, _ = read_image(out / "grid.png")
     assert grid.shape[1] > grid.shape[0]  # one row: grey input | model | reference
     assert "| histology-colorize |" in capsys.readouterr().out
+
+
+def test_demo_generation_panel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:  # noqa: ANN001
+    """The shipped mri-gen draws 4 samples beside a bundled slice: samples/, generation_run.json and panel.png.
+    The samples are brain slices, not noise or a constant: each has structure, they differ from one another, and
+    the corners (air around the head) are darker than the centre, as in every real slice."""
+    samples = tmp_path / "samples"
+    (samples / "mri").mkdir(parents=True)
+    shutil.copy(demo.SAMPLES_DIR / "mri" / "figshare_1_0708.jpg", samples / "mri")
+    monkeypatch.setattr(demo, "FIXTURES", samples)
+    out = tmp_path / "demo" / "mri_gen"
+    assert demo.run_generate(out, n=4) == 0
+    run = json.loads((out / "generation_run.json").read_text())
+    assert run["model"] == "mri-gen" and run["n"] == 4 and run["seconds_per_sample"] > 0
+    images = [read_image(p)[0][..., 0] for p in sorted((out / "samples").glob("*.png"))]
+    assert len(images) == 4 and images[0].shape == (128, 128)
+    for im in images:
+        corners = np.concatenate([im[:12, :12].ravel(), im[:12, -12:].ravel(), im[-12:, :12].ravel(),
+                                  im[-12:, -12:].ravel()])  # fmt: skip
+        assert im.std() > 0.05 and corners.mean() < im[40:88, 40:88].mean() - 0.1
+    assert min(np.sqrt(np.mean((a - b) ** 2)) for i, a in enumerate(images) for b in images[i + 1 :]) > 0.05
+    panel, _ = read_image(out / "panel.png")
+    assert panel.shape[1] > panel.shape[0]
+    assert "panel.png" in capsys.readouterr().out

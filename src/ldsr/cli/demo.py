@@ -11,6 +11,9 @@ Colorization panel: the grey of the bundled histology samples coloured by the sh
 draw, its own sampler defaults) beside the grey input and the colour reference, in demo/histology_colorize/
 (grid.png, summary.md: PSNR, SSIM, CIEDE2000, colourfulness ratio and the luminance check per method).
 
+Generation panel: 16 samples of the shipped `mri-gen` (seed 0, its own sampler defaults) beside the bundled MRI
+slices resized to the generator's size, in demo/mri_gen/ (samples/, panel.png, generation_run.json).
+
 Time: `python -m ldsr.cli.demo --out demo` took 2 min 1 s wall (1 min 51 s CPU) on the shared 2-core CPU while
 other jobs kept its load near 5, 2026-11-30 (three shipped models, six runs, 18 comparison figures).
 """
@@ -27,6 +30,7 @@ FIXTURES = SAMPLES_DIR  # ldsr/assets/samples/{mri,histology}: installed with th
 RUNS = (("mri", 1, 4), ("histology", 3, 4), ("histology", 3, 8))  # (fixture folder, channels, scale)
 PRESETS = ("bicubic", "bsrgan")  # LR kinds: clean, and the degradation the shipped models were trained on
 COLORIZE_MODEL = "histology-colorize"  # the colorization panel's model
+GENERATE_MODEL = "mri-gen"  # the generation panel's model
 
 
 def _models_for(channels: int, scale: int) -> list[str]:
@@ -83,6 +87,7 @@ def run(
             print((out / name / "summary.md").read_text(encoding="utf-8").split("\n## ")[0])
             code |= report.exit_code
     code |= run_colorize(out / "histology_colorize", seed=seed)
+    code |= run_generate(out / "mri_gen", seed=seed)
     print(f"\nwrote {out}/ (SR images in */sr/, figures */comparison_*.png, tables */summary.md)")
     return code
 
@@ -107,6 +112,52 @@ def run_colorize(out: Path, *, model: str = COLORIZE_MODEL, seed: int = 0, group
     for line in report.failures:
         print(f"error: {line}")
     return 1 if report.failures else 0
+
+
+def run_generate(out: Path, *, model: str = GENERATE_MODEL, n: int = 16, seed: int = 0, group: str = "mri") -> int:
+    """n samples of the shipped generator `model` (samples/ and generation_run.json as `ldsr generate` writes
+    them) and panel.png: the samples' grid beside the bundled `group` images resized to the samples' size.
+    Returns the exit code (0 when the model is not shipped: the panel is skipped)."""
+    from ldsr.assets import MODELS_DIR
+
+    if not (MODELS_DIR / model / "config.json").is_file() or not (FIXTURES / group).is_dir():
+        print(f"\n(no shipped {model} or no {group} samples: no generation panel)")
+        return 0
+    from ldsr.cli.generate import SampleFormat, load_generator, sample_to_folder, write_run
+
+    print(f"\n== generation: {n} samples of {model} (seed {seed}) -> {out}")
+    net, run = load_generator(MODELS_DIR / model, "cpu")
+    kept, seconds = sample_to_folder(net, out, n=n, seed=seed, batch=n, sampler=None, steps=None,
+                                     fmt=SampleFormat.png, bits=8, quiet=True, label=model)  # fmt: skip
+    write_run(out, model, net, run, n=n, seed=seed, batch=n, sampler=None, steps=None, dev="cpu", seconds=seconds,
+              grid=kept)  # fmt: skip
+    _generation_panel(out / "panel.png", kept, FIXTURES / group)
+    print(f"{n} samples in {seconds:.1f} s; {out / 'panel.png'}: samples (left) beside real slices (right)")
+    return 0
+
+
+def _generation_panel(path: Path, samples: list, real_dir: Path) -> None:  # noqa: ANN001 (arrays)
+    """panel.png: the samples' grid | a grid of the real images (centre square, resized to the samples' size)."""
+    import numpy as np
+
+    from ldsr.data.resize import imresize
+    from ldsr.evaluation.generation import image_grid
+    from ldsr.io import list_images, read_image, write_image
+
+    size, ch = samples[0].shape[0], samples[0].shape[2]
+    real = []
+    for p in list_images(real_dir):
+        im, _ = read_image(p)
+        s = min(im.shape[:2])
+        y, x = (im.shape[0] - s) // 2, (im.shape[1] - s) // 2
+        im = im[y : y + s, x : x + s, :ch] if im.shape[2] >= ch else np.repeat(im[y : y + s, x : x + s], ch, 2)
+        real.append(np.clip(imresize(im, size=(size, size)), 0, 1))
+    cols = int(np.ceil(np.sqrt(len(samples))))
+    left, right = image_grid(samples, columns=cols), image_grid(real, columns=max(1, cols // 2))
+    h = max(left.shape[0], right.shape[0])
+    pad = lambda g: np.pad(g, ((0, h - g.shape[0]), (0, 0), (0, 0)), constant_values=1.0)  # noqa: E731
+    gap = np.ones((h, 12, left.shape[2]), np.float32)
+    write_image(path, np.concatenate([pad(left), gap, pad(right)], axis=1), bit_depth=8)
 
 
 def main(argv: list[str] | None = None) -> int:
