@@ -133,3 +133,23 @@ def test_shipped_models_are_the_upscalers_unless_asked(tmp_path: Path, monkeypat
     assert list(up.shipped_models()) == ["a-x4", "b-cnn"]
     assert list(up.shipped_models(("colorize",))) == ["c-colorize"]
     assert list(up.shipped_models(None)) == ["a-x4", "b-cnn", "c-colorize", "d-gen", "e-broken"]
+
+
+def test_histology_gen_draws_stained_tissue_texture() -> None:
+    """The shipped histology-gen: 128² colour samples with H&E's colour balance (eosin pink and haematoxylin purple
+    put red and blue above green on average), texture rather than a flat colour, and different from one another;
+    a constant or untrained model fails."""
+    import numpy as np
+    import torch
+
+    from ldsr.cli.generate import load_generator
+
+    net, run = load_generator(shipped_models(None)["histology-gen"], "cpu")
+    assert run["task"] == "generate" and run["channels"] == 3
+    with torch.no_grad():
+        x = net.sample_batch(2, seed=0, start=0, sampler="dpmpp", steps=10).numpy()  # (2, 3, 128, 128) in [0, 1]
+    assert x.shape == (2, 3, 128, 128)
+    for im in x:
+        r, g, b = im.reshape(3, -1).mean(axis=1)
+        assert r > g + 0.05 and b > g + 0.05 and im.std() > 0.05
+    assert np.sqrt(np.mean((x[0] - x[1]) ** 2)) > 0.05
