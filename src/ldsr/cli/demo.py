@@ -14,8 +14,8 @@ draw, its own sampler defaults) beside the grey input and the colour reference, 
 Generation panel: 16 samples of the shipped `mri-gen` (seed 0, its own sampler defaults) beside the bundled MRI
 slices resized to the generator's size, in demo/mri_gen/ (samples/, panel.png, generation_run.json).
 
-Time: `python -m ldsr.cli.demo --out demo` took 2 min 1 s wall (1 min 51 s CPU) on the shared 2-core CPU while
-other jobs kept its load near 5, 2026-11-30 (three shipped models, six runs, 18 comparison figures).
+Time: `python -m ldsr.cli.demo --out demo` took 2 min 26 s wall (2 min 13 s CPU) on the 2-core CPU with no
+other job running, 2026-12-01 (three shipped upscalers, six runs, the colorization and generation panels).
 """
 
 from __future__ import annotations
