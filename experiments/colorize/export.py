@@ -15,12 +15,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from ldsr import __version__
-from ldsr.models.checkpoint import load_weights, read_info, resolve_checkpoint, save_weights
+from ldsr.models.checkpoint import load_weights, read_info, resolve_checkpoint
 from ldsr.models.params import count_parameters
-from ldsr.pipeline.export import portable
+from ldsr.pipeline.export import portable, write_half_folder
 
 ROOT = Path(__file__).resolve().parents[2]
 LIMIT_MB = 25.0
@@ -89,16 +86,11 @@ def main() -> None:
     from ldsr.models.build import build_model
 
     n_params = count_parameters(build_model(config_from_dict(info["config"]), state))
-    half = {k: v.half() if v.dtype == torch.float32 else v for k, v in state.items()}
-    args.out.mkdir(parents=True, exist_ok=True)
-    meta = {k: json.dumps(v) for k, v in info.items() if k not in ("ldsr_version", "ema")}
-    save_weights(args.out / "ema.safetensors", half, {**meta, "ldsr_version": __version__})
-    (args.out / "config.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
-    (args.out / "MODEL_CARD.md").write_text(_card(info, n_params, args.summary, args.row), encoding="utf-8")
-    size = sum(p.stat().st_size for p in args.out.iterdir()) / 2**20
+    try:
+        size = write_half_folder(args.out, state, info, _card(info, n_params, args.summary, args.row), max_mb=LIMIT_MB)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     print(f"{args.out}: {size:.1f} MB, {n_params:,} parameters")
-    if size > LIMIT_MB:
-        raise SystemExit(f"{args.out}: {size:.1f} MB exceeds the {LIMIT_MB} MB budget of a shipped model")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ The folder must stay within the 25 MB budget of a shipped model (checked). `--ca
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -67,14 +66,11 @@ def main() -> None:
     ap.add_argument("--card-only", action="store_true")
     a = ap.parse_args()
 
-    import torch
-
-    from ldsr import __version__
     from ldsr.config import config_from_dict
     from ldsr.models.build import build_model
-    from ldsr.models.checkpoint import load_weights, read_info, resolve_checkpoint, save_weights
+    from ldsr.models.checkpoint import load_weights, read_info, resolve_checkpoint
     from ldsr.models.params import count_parameters
-    from ldsr.pipeline.export import portable
+    from ldsr.pipeline.export import portable, write_half_folder
 
     folder = resolve_checkpoint(a.out if a.card_only else a.run)
     state, _ = load_weights(folder, ema=True)
@@ -84,17 +80,15 @@ def main() -> None:
     if a.steps is not None:
         info["config"]["generate"]["steps"] = a.steps
     n_params = count_parameters(build_model(config_from_dict(info["config"]), {k: v.float() for k, v in state.items()}))
-    a.out.mkdir(parents=True, exist_ok=True)
-    if not a.card_only:
-        half = {k: v.half() if v.dtype == torch.float32 else v for k, v in state.items()}
-        meta = {k: json.dumps(v) for k, v in info.items() if k not in ("ldsr_version", "ema")}
-        save_weights(a.out / "ema.safetensors", half, {**meta, "ldsr_version": __version__})
-        (a.out / "config.json").write_text(json.dumps({**info, "dtype": "float16"}, indent=2), encoding="utf-8")
-    (a.out / "MODEL_CARD.md").write_text(card(a.name, info, n_params, a.results, a.note), encoding="utf-8")
-    size = sum(p.stat().st_size for p in a.out.iterdir()) / 2**20
+    text = card(a.name, info, n_params, a.results, a.note)
+    if a.card_only:
+        (a.out / "MODEL_CARD.md").write_text(text, encoding="utf-8")
+        return
+    try:
+        size = write_half_folder(a.out, state, info, text, max_mb=LIMIT_MB, config_extra={"dtype": "float16"})
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     print(f"{a.out}: {size:.1f} MB, {n_params:,} parameters")
-    if size > LIMIT_MB:
-        raise SystemExit(f"{a.out}: {size:.1f} MB exceeds the {LIMIT_MB} MB budget of a shipped model")
 
 
 if __name__ == "__main__":

@@ -336,6 +336,31 @@ def _write_weights(folder: Path, state: Mapping[str, torch.Tensor], meta: Mappin
             save_file(dict(state), str(tmp), metadata=dict(meta))
 
 
+def write_half_folder(
+    out: str | os.PathLike[str], state: Mapping[str, torch.Tensor], info: Mapping[str, Any], card: str,
+    *, max_mb: float = 25.0, config_extra: Mapping[str, Any] | None = None,
+) -> float:  # fmt: skip
+    """A shipped folder from a checkpoint record outside the SR export (a colorizer, a generator): the float32
+    tensors of `state` in fp16 with `info` (minus ldsr_version / ema) as weights metadata, config.json = `info`
+    plus `config_extra`, and MODEL_CARD.md = `card`. Returns the folder's size in MB; ValueError over `max_mb`."""
+    from ldsr import __version__
+    from ldsr.models.checkpoint import save_weights
+
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    half = {k: v.half() if v.dtype == torch.float32 else v for k, v in state.items()}
+    meta = {k: json.dumps(v) for k, v in info.items() if k not in ("ldsr_version", "ema")}
+    save_weights(folder / EMA_FILE, half, {**meta, "ldsr_version": __version__})
+    with atomic_path(folder / CONFIG_FILE) as tmp:
+        tmp.write_text(json.dumps({**info, **(config_extra or {})}, indent=2), encoding="utf-8")
+    with atomic_path(folder / CARD_FILE) as tmp:
+        tmp.write_text(card, encoding="utf-8")
+    size = sum(f.stat().st_size for f in folder.iterdir()) / 2**20
+    if size > max_mb:
+        raise ValueError(f"{folder}: {size:.1f} MB exceeds the {max_mb} MB budget of a shipped model")
+    return size
+
+
 def make_portable(folder: str | os.PathLike[str], root: str | os.PathLike[str]) -> None:
     """Rewrite a shipped model's config.json and weights metadata with paths relative to `root`; the tensors
     are read back and written unchanged (checked)."""
