@@ -127,3 +127,67 @@ def test_streamed_under_bf16_autocast_is_as_accurate_as_the_plain_forward() -> N
     for plain, out, ref in pairs:
         err_plain, err = float((plain.float() - ref).abs().max()), float((out.float() - ref).abs().max())
         assert err < max(2 * err_plain, 1e-2), (err, err_plain)
+
+
+@pytest.mark.parametrize("kind,preset,channels,size", _CASES[:2])
+def test_spilled_maps_give_the_same_bits_and_hold_few_strips(
+    kind: str, preset: str, channels: int, size: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every map on file (SPILL_BYTES 0, 2-row strips): decode and encode equal the in-memory streamed ones exactly,
+    and no spilled map ever holds more than its read-back cache of strips in memory."""
+    monkeypatch.setattr(streaming, "STRIP_ELEMENTS", 64)
+    ae = _autoencoder(kind, preset, channels)
+    z = torch.randn(1, ae.net.decoder.conv_in.in_channels, *size)
+    x = torch.rand(1, channels, 4 * size[0], 4 * size[1]) * 2 - 1
+    with torch.no_grad():
+        dec_mem, enc_mem = decode_streamed(ae.net.decoder, z), encode_streamed(ae.net.encoder, x)
+    held: list[int] = []
+    spilled: list[bool] = []
+    strip = streaming._Map.strip
+
+    def counting(self: streaming._Map, i: int) -> torch.Tensor:
+        spilled.append(self.spilled)
+        if self.spilled:
+            held.append(sum(t is not None for t in self.strips) + len(self._cache))
+        return strip(self, i)
+
+    monkeypatch.setattr(streaming, "SPILL_BYTES", 0)
+    monkeypatch.setattr(streaming._Map, "strip", counting)
+    with torch.no_grad():
+        dec_file, enc_file = decode_streamed(ae.net.decoder, z), encode_streamed(ae.net.encoder, x)
+    assert torch.equal(dec_file, dec_mem) and torch.equal(enc_file, enc_mem)
+    assert any(spilled) and held and max(held) <= 3
+
+
+def test_a_spilled_map_reads_back_rows_updates_and_frees() -> None:
+    m = streaming._Map(height=6, spill_bytes=0)
+    x = torch.arange(2 * 3 * 6 * 4, dtype=torch.float32).reshape(2, 3, 6, 4)
+    for t in x.split(2, dim=2):
+        m.append(t.clone())
+    assert m.spilled and m.height == 6 and m.shape == (2, 3, 4)
+    assert torch.equal(m.rows(1, 5), x[:, :, 1:5]) and torch.equal(m.full(), x)
+    t = m.strip(1)
+    t += 1
+    m.store(1, t)
+    assert torch.equal(m.rows(2, 4), x[:, :, 2:4] + 1)
+    mean, var = m.stats(3)
+    y = x.clone()
+    y[:, :, 2:4] += 1
+    v, mu = torch.var_mean(y.reshape(2, 3, -1).double(), dim=-1, unbiased=False)
+    assert torch.allclose(mean, mu) and torch.allclose(var, v)
+    m.free_below(4)
+    with pytest.raises(RuntimeError, match="already freed"):
+        m.rows(0, 2)
+    m.free_below(6)
+    assert not m.spilled  # file closed once every strip is dropped
+
+
+def test_blockwise_quantizer_equals_diffusers_and_a_streamed_vq_decode_the_plain_one() -> None:
+    from ldsr.models.autoencoder import quantize_blocks
+
+    ae = _autoencoder("vqvae", "tiny", 1)
+    z = torch.randn(2, 3, 11, 9)
+    with torch.no_grad():
+        ref = ae.net.quantize(z)[0]
+        assert torch.equal(quantize_blocks(ae.net.quantize, z, block=7), ref)
+        assert torch.allclose(ae.decode(z, streamed=True), ae.decode(z), atol=1e-4)

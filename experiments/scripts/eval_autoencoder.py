@@ -16,6 +16,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ import torch
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoints", nargs="+", help="autoencoder checkpoint folders or run dirs")
+    p.add_argument("checkpoints", nargs="+", help="autoencoders, or latent SR / generation models")
     p.add_argument("--data", required=True, help="folder of images (the held-out split is used)")
     p.add_argument("--count", type=int, default=50)
     p.add_argument("--split", default="test", choices=["test", "train", "all"])
@@ -32,13 +33,12 @@ def main() -> None:
     p.add_argument("--tile-norms", action="store_true", help="per-tile GroupNorm statistics (for comparison)")
     a = p.parse_args()
 
-    from ldsr.config import from_dict
     from ldsr.data.datasets import list_sources, to_channels
     from ldsr.data.tensor import to_array, to_tensor
     from ldsr.evaluation.metrics import psnr, ssim
     from ldsr.io import read_image
-    from ldsr.models.autoencoder import AutoencoderConfig, build_model
     from ldsr.models.checkpoint import load_weights
+    from ldsr.models.generation import load_autoencoder
     from ldsr.models.sr import DECODE_HALO
     from ldsr.models.tiling import decode_tiled
 
@@ -49,9 +49,8 @@ def main() -> None:
     picked = [sources[i].path for i in idx]
     results = {}
     for ck in a.checkpoints:
-        state, run = load_weights(ck, ema=True)
-        model = build_model(from_dict(AutoencoderConfig, run["autoencoder"], "autoencoder"), run["channels"])
-        model.load_state_dict(state)
+        _, run = load_weights(ck, ema=True)
+        model: Any = load_autoencoder(str(ck), run["channels"])  # or the one inside a latent SR / generation model
         model.eval()
         f = model.factor
         ps, ss, t0 = [], [], time.perf_counter()

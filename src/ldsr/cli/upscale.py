@@ -623,8 +623,8 @@ DECODE_TILE_OPTION = typer.Option(
     None,
     "--decode-tile",
     min=0,
-    show_default="automatic: whole (streamed) decode up to 2048² outputs, tiles above",
-    help="Latent models: decode in tiles of this many latent positions (bounded memory, slower; 0: whole).",
+    show_default="0: whole streamed decode, large feature maps held in a temporary file",
+    help="Latent models: encode / decode in tiles of this many latent positions (exact, slower; 0: streamed).",
 )
 MODE_OPTION = typer.Option(
     None,

@@ -64,6 +64,19 @@ __all__ = [
 Kind = Literal["vae", "vqvae"]
 
 
+def quantize_blocks(quantizer: nn.Module, z: torch.Tensor, block: int = 1 << 14) -> torch.Tensor:
+    """diffusers' VectorQuantizer forward (eval: z + (z_q - z)) for z (N, c, h, w), `block` positions at a time:
+    each position's nearest code by Euclidean distance, with a (block, codebook) distance matrix at most."""
+    codes = quantizer.embedding.weight  # (K, c)
+    flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])  # (N h w, c)
+    out = torch.empty_like(flat)
+    for a in range(0, flat.shape[0], block):
+        zb = flat[a : a + block]
+        zq = codes[torch.argmin(torch.cdist(zb, codes), dim=1)]  # (b, c)
+        out[a : a + block] = zb + (zq - zb)
+    return out.view(z.shape[0], z.shape[2], z.shape[3], z.shape[1]).permute(0, 3, 1, 2).contiguous()
+
+
 # --------------------------------------------------------------------------------------------- presets
 def _diffusers_autoencoder(
     *,
@@ -314,6 +327,10 @@ class Autoencoder(nn.Module):
         with streaming.streamed(self.net.decoder) if streamed else contextlib.nullcontext():
             if isinstance(self.net, AutoencoderKL):
                 return self.net.decode(h).sample
+            if streamed and not self.training and not self.net.config.lookup_from_codebook:
+                # the same nearest codes, looked up a block of positions at a time (diffusers' quantizer holds
+                # the (h w, codebook) distance matrix: 2 GB for a 1024^2 latent and 512 codes)
+                return self.net.decode(quantize_blocks(self.net.quantize, h), force_not_quantize=True).sample
             return self.net.decode(h, force_not_quantize=False).sample
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:

@@ -26,8 +26,10 @@ times smaller) run unchanged. Supported: diffusers' ``Decoder`` / ``Encoder`` wi
 from __future__ import annotations
 
 import contextlib
+import math
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, TypeGuard, TypeVar, cast
+from typing import TYPE_CHECKING, BinaryIO, TypeGuard, TypeVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +42,9 @@ if TYPE_CHECKING:  # diffusers is imported lazily at run time (supports_streamin
     from diffusers.models.upsampling import Upsample2D
 
 STRIP_ELEMENTS = 1 << 19  # elements per row strip (2 MB in fp32): rows = this // (N C W), at least 2
+# A feature map larger than this keeps its strips in a temporary file (_Map): 256 MiB is a 4096 x 4096 map of 4
+# fp32 channels, so outputs up to about 2048^2 never touch the disk and 4096^2 ones hold a few strips per map.
+SPILL_BYTES = 1 << 28
 
 Rows = Callable[[int, int], torch.Tensor]  # (a, b) -> rows [a, b) of a convolution's input, (N, C, b - a, W)
 _M = TypeVar("_M", bound=nn.Module)
@@ -56,43 +61,115 @@ def _entries(modules: Iterable[nn.Module] | None, kind: type[_M]) -> list[_M]:
 
 
 class _Map:
-    """A feature map (N, C, H, W) held as row strips, so that strips no later layer needs can be freed early."""
+    """A feature map (N, C, H, W) held as row strips, so that strips no later layer needs can be freed early.
 
-    def __init__(self, strips: list[torch.Tensor]) -> None:
-        self.strips: list[torch.Tensor | None] = list(strips)
+    A map of more than `SPILL_BYTES` (given its expected `height`) keeps its strips in an unnamed temporary file
+    instead: each strip is written once when computed and read back when a pass needs it (the last few stay in
+    memory), so the process holds a few strips rather than a full-resolution map; the operating system's page cache
+    keeps what is hot. Values are stored bit for bit, so spilling changes no result."""
+
+    def __init__(self, height: int = 0, spill_bytes: int | None = None) -> None:
+        self.expected = height  # rows the map will have (decides spilling at the first strip; 0: never spill)
+        self.limit = SPILL_BYTES if spill_bytes is None else spill_bytes
+        self.strips: list[torch.Tensor | None] = []  # in memory (None: freed or on file)
         self.bounds: list[tuple[int, int]] = []
-        r = 0
-        for t in strips:
-            self.bounds.append((r, r + t.shape[2]))
-            r += t.shape[2]
-        self.height = r
+        self.height = 0
+        self.shape = (0, 0, 0)  # (N, C, W)
+        self._file: BinaryIO | None = None
+        self._disk: list[tuple[int, tuple[int, ...], torch.dtype] | None] = []  # (offset, shape, dtype) per strip
+        self._end = 0
+        self._cache: dict[int, torch.Tensor] = {}  # strips read back last (a conv's window spans at most 3)
 
     @classmethod
     def split(cls, x: torch.Tensor) -> _Map:
-        return cls(list(x.split(_strip_rows(x.shape[0], x.shape[1], x.shape[3]), dim=2)))
+        m = cls()
+        for t in x.split(_strip_rows(x.shape[0], x.shape[1], x.shape[3]), dim=2):
+            m.append(t)
+        return m
+
+    @property
+    def spilled(self) -> bool:
+        return self._file is not None
+
+    def append(self, t: torch.Tensor) -> None:
+        """Add the next strip (N, C, rows, W)."""
+        if not self.bounds:
+            self.shape = (t.shape[0], t.shape[1], t.shape[3])
+            nbytes = t[:, :, :1].numel() * t.element_size() * self.expected
+            if nbytes > self.limit:
+                self._file = cast(BinaryIO, tempfile.TemporaryFile(prefix="ldsr-stream-"))
+        self.bounds.append((self.height, self.height + t.shape[2]))
+        self.height += t.shape[2]
+        if self._file is None:
+            self.strips.append(t)
+            self._disk.append(None)
+            return
+        self.strips.append(None)
+        self._disk.append((self._end, tuple(t.shape), t.dtype))
+        self._write(len(self._disk) - 1, t)
+        self._end += t.numel() * t.element_size()
+
+    def _write(self, i: int, t: torch.Tensor) -> None:
+        at = self._disk[i]
+        assert self._file is not None and at is not None
+        self._file.seek(at[0])
+        self._file.write(t.detach().contiguous().view(torch.uint8).numpy().data)
+
+    def strip(self, i: int) -> torch.Tensor:
+        """Strip i (read back from the file when spilled)."""
+        t = self.strips[i]
+        if t is not None:
+            return t
+        if i in self._cache:
+            return self._cache[i]
+        at = self._disk[i]
+        if at is None or self._file is None:
+            raise RuntimeError(f"strip {i} was already freed")  # a bug in the pass order
+        offset, shape, dtype = at
+        buf = bytearray(math.prod(shape) * torch.empty((), dtype=dtype).element_size())
+        self._file.seek(offset)
+        self._file.readinto(buf)
+        t = torch.frombuffer(buf, dtype=torch.uint8).view(dtype).reshape(shape)
+        if len(self._cache) >= 3:
+            self._cache.pop(next(iter(self._cache)))
+        self._cache[i] = t
+        return t
+
+    def store(self, i: int, t: torch.Tensor) -> None:
+        """Replace strip i (same shape) by t, e.g. after an in-place update of `strip(i)`."""
+        if self._disk[i] is None:
+            self.strips[i] = t
+            return
+        self._write(i, t)
+        if i in self._cache:
+            self._cache[i] = t
 
     def rows(self, a: int, b: int) -> torch.Tensor:
         """Rows [a, b) (a view when they lie in one strip)."""
         parts = []
-        for (lo, hi), t in zip(self.bounds, self.strips):
+        for i, (lo, hi) in enumerate(self.bounds):
             if hi > a and lo < b:
-                if t is None:
-                    raise RuntimeError(f"rows [{a}, {b}) were already freed")  # a bug in the pass order
-                parts.append(t[:, :, max(a, lo) - lo : min(b, hi) - lo])
+                parts.append(self.strip(i)[:, :, max(a, lo) - lo : min(b, hi) - lo])
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
 
     def free_below(self, row: int) -> None:
-        """Drop every strip whose rows all come before `row` (no later output strip of the pass reads them)."""
+        """Drop every strip whose rows all come before `row` (no later output strip of the pass reads them); the
+        file of a spilled map is closed (and its space returned) when every strip is dropped."""
         for i, (_, hi) in enumerate(self.bounds):
             if hi <= row:
                 self.strips[i] = None
+                self._disk[i] = None
+                self._cache.pop(i, None)
+        if self._file is not None and all(d is None for d in self._disk):
+            self._file.close()
+            self._file = None
 
     def stats(self, groups: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and (biased) variance per (sample, group), each (N, G): strip moments combined in float64."""
         s1 = s2 = None
         count = 0
-        for t in self.strips:
-            assert t is not None
+        for i in range(len(self.bounds)):
+            t = self.strip(i)
             n = t.shape[0]
             var, mean = torch.var_mean(t.reshape(n, groups, -1).float(), dim=-1, unbiased=False)  # (N, G)
             k = t[0, 0].numel() * (t.shape[1] // groups)
@@ -105,7 +182,10 @@ class _Map:
         return mean, (s2 / count - mean * mean).clamp_min(0.0)
 
     def full(self) -> torch.Tensor:
-        return torch.cat([t for t in self.strips if t is not None], dim=2)
+        return torch.cat([self.strip(i) for i in range(len(self.bounds)) if self._live(i)], dim=2)
+
+    def _live(self, i: int) -> bool:
+        return self.strips[i] is not None or self._disk[i] is not None
 
 
 def _strip_rows(n: int, c: int, w: int) -> int:
@@ -221,14 +301,14 @@ def _norm_conv(
     _check_conv(conv)
     affine = _affine(gn, x.stats(gn.num_groups))
     p = _padding(conv)[0]
-    out, side = [], []
-    for r0, r1 in x.bounds:
+    out, side = _Map(x.height), _Map(x.height)
+    for r0, r1 in list(x.bounds):
         out.append(_conv_strip(conv, lambda a, b: _norm_act(x.rows(a, b), affine), x.height, r0, r1))
         if shortcut is not None:
             side.append(_conv_strip(shortcut, x.rows, x.height, r0, r1))
         if free:
             x.free_below(r1 - p)  # the next strip reads rows from r1 - p on
-    return _Map(out), (_Map(side) if shortcut is not None else None)
+    return out, (side if shortcut is not None else None)
 
 
 def _resnet(block: ResnetBlock2D, x: _Map) -> _Map:
@@ -246,11 +326,11 @@ def _resnet(block: ResnetBlock2D, x: _Map) -> _Map:
     p = _padding(conv2)[0]
     for i, (r0, r1) in enumerate(out.bounds):
         y = _conv_strip(conv2, lambda a, b: _norm_act(h.rows(a, b), affine), h.height, r0, r1)
-        t = out.strips[i]
-        assert t is not None
+        t = out.strip(i)
         t += y
         if block.output_scale_factor != 1:
             t /= block.output_scale_factor
+        out.store(i, t)
         h.free_below(r1 - p)
     return out
 
@@ -260,9 +340,8 @@ def _upsample(up: Upsample2D, x: _Map) -> _Map:
     upsampled map; x's strips are freed behind the pass."""
     conv = _check_conv(up.conv)
     p = _padding(conv)[0]
-    first = next(t for t in x.strips if t is not None)
-    n, c, w2 = first.shape[0], first.shape[1], 2 * first.shape[3]
-    height = 2 * x.height
+    n, c, w = x.shape
+    w2, height = 2 * w, 2 * x.height
 
     def rows(a: int, b: int) -> torch.Tensor:  # rows [a, b) of the nearest-x2 map: input rows a//2 ... (b-1)//2
         lo = a // 2
@@ -270,12 +349,12 @@ def _upsample(up: Upsample2D, x: _Map) -> _Map:
         return u[:, :, a - 2 * lo : b - 2 * lo]
 
     step = _strip_rows(n, max(c, conv.out_channels), w2)
-    out = []
+    out = _Map(height)
     for r0 in range(0, height, step):
         r1 = min(r0 + step, height)
         out.append(_conv_strip(conv, rows, height, r0, r1))
         x.free_below((r1 - p) // 2)  # the next strip reads upsampled rows from r1 - p on
-    return _Map(out)
+    return out
 
 
 def _downsample(down: Downsample2D, x: _Map) -> _Map:
@@ -289,17 +368,31 @@ def _downsample(down: Downsample2D, x: _Map) -> _Map:
     else:
         pad = (p, p, p, p)
     left, right, top, bottom = pad
-    first = next(t for t in x.strips if t is not None)
-    n, c, w = first.shape[0], first.shape[1], first.shape[3]
+    n, c, w = x.shape
     height = (x.height + top + bottom - k) // 2 + 1
     w_out = (w + left + right - k) // 2 + 1
     step = _strip_rows(n, max(c, conv.out_channels), w_out)
-    out = []
+    out = _Map(height)
     for r0 in range(0, height, step):
         r1 = min(r0 + step, height)
         out.append(_conv_strip(conv, x.rows, x.height, r0, r1, pad=pad))
         x.free_below(r1 * 2 - top)  # the next strip reads input rows from r1 s - top on
-    return _Map(out)
+    return out
+
+
+def _mid(block: nn.Module, x: _Map) -> _Map:
+    """A ``UNetMidBlock2D`` at the latent's resolution (x is consumed): streamed when it has no self-attention (its
+    resnets then run like the others; the plain forward's 3x3 convolutions hold im2col buffers of 9x a map, 1.2 GB
+    for a 1024^2 latent of 32 channels); with attention, the plain forward on the whole map."""
+    from diffusers.models.resnet import ResnetBlock2D
+
+    attentions = list(getattr(block, "attentions", None) or ())
+    resnets = list(getattr(block, "resnets", None) or ())
+    if resnets and all(a is None for a in attentions) and all(_plain_resnet(r) for r in resnets):
+        for r in _entries(resnets, ResnetBlock2D):
+            x = _resnet(r, x)
+        return x
+    return _Map.split(block(x.full(), None))
 
 
 def _supports_encoder(encoder: nn.Module) -> TypeGuard[Encoder]:
@@ -336,19 +429,18 @@ def encode_streamed(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
         conv = _check_conv(encoder.conv_in)
         n, _, height, w = x.shape
         step = _strip_rows(n, conv.out_channels, w)
-        h = _Map(
-            [
-                _conv_strip(conv, lambda a, b: x[:, :, a:b], height, r0, min(r0 + step, height))
-                for r0 in range(0, height, step)
-            ]
-        )  # (N, C_0, H, W)
+        h = _Map(height)  # (N, C_0, H, W)
+        for r0 in range(0, height, step):
+            h.append(_conv_strip(conv, lambda a, b: x[:, :, a:b], height, r0, min(r0 + step, height)))
         for block in _entries(encoder.down_blocks, DownEncoderBlock2D):
             for r in _entries(block.resnets, ResnetBlock2D):
                 h = _resnet(r, h)
             for d in _entries(block.downsamplers, Downsample2D):
                 h = _downsample(d, h)  # (N, C, H/2, W/2)
-        z = encoder.mid_block(h.full())  # (N, C_top, H/f, W/f)
-        return encoder.conv_out(encoder.conv_act(encoder.conv_norm_out(z)))
+        h = _mid(encoder.mid_block, h)  # (N, C_top, H/f, W/f)
+        if isinstance(encoder.conv_norm_out, nn.GroupNorm) and isinstance(encoder.conv_act, nn.SiLU):
+            return _norm_conv(encoder.conv_out, encoder.conv_norm_out, h, free=True)[0].full()
+        return encoder.conv_out(encoder.conv_act(encoder.conv_norm_out(h.full())))
 
 
 def decode_streamed(decoder: nn.Module, z: torch.Tensor) -> torch.Tensor:
@@ -365,7 +457,13 @@ def decode_streamed(decoder: nn.Module, z: torch.Tensor) -> torch.Tensor:
 
     with torch.no_grad():
         dtype = next(iter(decoder.up_blocks.parameters())).dtype
-        x = _Map.split(decoder.mid_block(decoder.conv_in(z), None).to(dtype))  # (N, C_top, h, w): latent grid
+        conv = _check_conv(decoder.conv_in)
+        n, _, height, w = z.shape
+        step = _strip_rows(n, conv.out_channels, w)
+        x = _Map(height)  # (N, C_top, h, w): the latent grid
+        for r0 in range(0, height, step):
+            x.append(_conv_strip(conv, lambda a, b: z[:, :, a:b], height, r0, min(r0 + step, height)).to(dtype))
+        x = _mid(decoder.mid_block, x)
         for block in _entries(decoder.up_blocks, UpDecoderBlock2D):
             for r in _entries(block.resnets, ResnetBlock2D):
                 x = _resnet(r, x)

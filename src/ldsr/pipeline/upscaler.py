@@ -253,8 +253,8 @@ class Upscaler:
         (None: BATCH_CUDA on a GPU, 1 elsewhere: on the CPU batching saves no time and multiplies the memory).
         tile_stats: passes over the tiles per step that give the denoiser's GroupNorms image-wide statistics (None:
         ldsr.models.sr.TILE_STATS_PASSES; 0: per-tile statistics, faster and less seamless).
-        decode_tile: latent positions per encoder / decoder tile (0: whole streamed encode and decode; None: tiled
-        above 2048^2 pixels).
+        decode_tile: latent positions per encoder / decoder tile (0 or None: the whole streamed encode and decode,
+        whose feature maps above ldsr.models.streaming.SPILL_BYTES wait in a temporary file).
         consistency: back-project the output onto the LR (`back_project`); "auto" does so for models that never
         saw clean LR in training. std: also return the draws and their spread in faithful mode (else a latent
         model's draws are averaged on the latent grid and decoded once). `progress`: a bar (True) or a callback
@@ -307,8 +307,8 @@ class Upscaler:
         tile_overlap = (auto_overlap if tile == auto_tile else tile // 4) if tile_overlap is None else tile_overlap
         if tile < 0 or tile_overlap < 0 or (tile and tile_overlap >= tile):
             raise ValueError(f"need tile >= 0 and 0 <= tile_overlap < tile (LR pixels), got {tile}, {tile_overlap}")
-        if decode_tile is None:
-            decode_tile = 128 if h * w * self.scale**2 > 2048**2 else 0
+        if decode_tile is None:  # the streamed encode / decode is exact and bounded at every size (large maps spill
+            decode_tile = 0  # to a temporary file, ldsr.models.streaming); tiles only when asked for
         if tile_stats is None:
             from ldsr.models.sr import TILE_STATS_PASSES
 
