@@ -158,6 +158,13 @@ def bench_table(folder: Path) -> str:
         lines.append(f"| {r['output']}² | {r['seconds']:.1f} | {r['seconds_per_mp']:.1f} | {r['peak_rss_mb']:.0f} | "
                      f"`{r['source']}` |")  # fmt: skip
     lines += ["", f"{v['model']}, its defaults; `{v['command']}`; {v['machine']}; {v['date']}."]
+    big = [r["seconds_per_mp"] for r in v["rows"] if r["output"] >= 1024]
+    if len(big) > 1:
+        lo, hi = min(big), max(big)
+        mid = (lo + hi) / 2
+        verdict = "within" if hi <= 1.25 * mid and lo >= 0.75 * mid else "NOT within"
+        lines += ["", f"Time per output megapixel from 1024² up: {lo:.1f}-{hi:.1f} s, {100 * (hi - mid) / mid:.0f} % "
+                  f"either side of their midpoint ({verdict} ±25 %); largest over smallest {hi / lo:.2f}."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

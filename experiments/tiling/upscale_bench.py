@@ -45,6 +45,7 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="*", default=[1024, 2048, 4096])
     ap.add_argument("--cli", action="append", default=[])
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--load", default="nothing else running", help="what else ran on the machine (for the table)")
     a = ap.parse_args()
     rows = [bench(a.model, s) for s in a.sizes]
     for spec in a.cli:
@@ -54,7 +55,7 @@ def main() -> None:
     rows.sort(key=lambda r: r["output"])
     summary = {"model": a.model, "rows": rows, "date": date.today().isoformat(),
                "machine": f"{os.cpu_count()}-core CPU ({platform.processor() or platform.machine()}), "
-               f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, a training job on the other core",
+               f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, {a.load}",
                "command": " ".join(["experiments/tiling/upscale_bench.py", *sys.argv[1:]])}  # fmt: skip
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(summary, indent=1) + "\n")

@@ -41,9 +41,13 @@ if TYPE_CHECKING:  # diffusers is imported lazily at run time (supports_streamin
     from diffusers.models.resnet import ResnetBlock2D
     from diffusers.models.upsampling import Upsample2D
 
-STRIP_ELEMENTS = 1 << 19  # elements per row strip (2 MB in fp32): rows = this // (N C W), at least 2
-# A feature map larger than this keeps its strips in a temporary file (_Map): 256 MiB is a 4096 x 4096 map of 4
-# fp32 channels, so outputs up to about 2048^2 never touch the disk and 4096^2 ones hold a few strips per map.
+# Elements per row strip (8 MB in fp32): rows = this // (N C W), at least 2. Thinner strips recompute more halo rows
+# (norm + SiLU of the rows a 3x3 convolution shares with its neighbours): 2 MB strips decoded a 512^2 latent of
+# mri-x4 about 20 % slower (4-row strips at 4096 columns).
+STRIP_ELEMENTS = 1 << 21
+# A feature map larger than this keeps its strips in a temporary file (_Map): 256 MiB is a 2048 x 2048 map of 16
+# fp32 channels. The tiny autoencoders' decoders (16 / 32 channels at full / half resolution) spill one map per layer
+# from about 2048^2 outputs on; a 4096^2 decode of mri-x4 then peaks at ~0.75 GB instead of over 2 GB.
 SPILL_BYTES = 1 << 28
 
 Rows = Callable[[int, int], torch.Tensor]  # (a, b) -> rows [a, b) of a convolution's input, (N, C, b - a, W)
