@@ -6,7 +6,8 @@
 #
 #   experiments/generation/gpu.sh mri "vq gan" 3        # DOMAIN, MODELS (gan pixel vq vae), MINUTES per model
 #
-# The VAE-DDPM of MRI needs runs/gen/mri_vae_f4 (configs/generate_mri_vae_f4.yaml) carried or trained first.
+# The latent models need their autoencoder carried: runs/gen/mri_vae_f4 and runs/gen/<domain>_vqvae_f4
+# (configs/generate_<domain>_vqvae_f4.yaml); the histology VAE-DDPM uses the shipped histology-x4 (in the tree).
 set -euo pipefail
 DOMAIN=${1:?usage: gpu.sh mri|histology MODELS MINUTES}; MODELS=${2:-"vq gan"}; MINUTES=${3:-3}
 SETS=runs/gen/sets/$DOMAIN/train

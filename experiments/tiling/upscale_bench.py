@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python experiments/tiling/upscale_bench.py --sizes 1024 2048 \
         [--cli 4096=runs/bench_mem/t1024.txt,runs/bench_mem/t1024.out] --out docs/results/upscale_bench/summary.json
+        [--rows-from runs/bench/summary.json]   # add --cli rows to the --sizes rows of an earlier run
 
 Each size runs `python -m ldsr.evaluation.speed upscale mri-x4 SIZE` (random LR, the model's defaults; seconds of
 the upscale call, peak RSS of the process). `--cli SIZE=TIME_V,LOG` adds a size measured with `/usr/bin/time -v
@@ -46,8 +47,13 @@ def main() -> None:
     ap.add_argument("--cli", action="append", default=[])
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--load", default="nothing else running", help="what else ran on the machine (for the table)")
+    ap.add_argument("--rows-from", type=Path, help="take the --sizes rows from this earlier summary, not new runs")
     a = ap.parse_args()
-    rows = [bench(a.model, s) for s in a.sizes]
+    if a.rows_from:
+        old = json.loads(a.rows_from.read_text())
+        rows = [r for r in old["rows"] if r["output"] in a.sizes and r["source"].startswith("python -m")]
+    else:
+        rows = [bench(a.model, s) for s in a.sizes]
     for spec in a.cli:
         size, files = spec.split("=")
         tv, log = files.split(",")
