@@ -67,7 +67,10 @@ Kind = Literal["vae", "vqvae"]
 def quantize_blocks(quantizer: nn.Module, z: torch.Tensor, block: int = 1 << 14) -> torch.Tensor:
     """diffusers' VectorQuantizer forward (eval: z + (z_q - z)) for z (N, c, h, w), `block` positions at a time:
     each position's nearest code by Euclidean distance, with a (block, codebook) distance matrix at most."""
-    codes = quantizer.embedding.weight  # (K, c)
+    embedding = quantizer.embedding
+    if not isinstance(embedding, nn.Embedding):
+        raise ValueError(f"expected a vector quantizer with an nn.Embedding codebook, got {type(quantizer).__name__}")
+    codes = embedding.weight  # (K, c)
     flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])  # (N h w, c)
     out = torch.empty_like(flat)
     for a in range(0, flat.shape[0], block):
@@ -327,7 +330,7 @@ class Autoencoder(nn.Module):
         with streaming.streamed(self.net.decoder) if streamed else contextlib.nullcontext():
             if isinstance(self.net, AutoencoderKL):
                 return self.net.decode(h).sample
-            if streamed and not self.training and not self.net.config.lookup_from_codebook:
+            if streamed and not self.training and not self.net.config.get("lookup_from_codebook", False):
                 # the same nearest codes, looked up a block of positions at a time (diffusers' quantizer holds
                 # the (h w, codebook) distance matrix: 2 GB for a 1024^2 latent and 512 codes)
                 return self.net.decode(quantize_blocks(self.net.quantize, h), force_not_quantize=True).sample

@@ -26,10 +26,11 @@ times smaller) run unchanged. Supported: diffusers' ``Decoder`` / ``Encoder`` wi
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, BinaryIO, TypeGuard, TypeVar, cast
+from typing import TYPE_CHECKING, TypeGuard, TypeVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -79,7 +80,7 @@ class _Map:
         self.bounds: list[tuple[int, int]] = []
         self.height = 0
         self.shape = (0, 0, 0)  # (N, C, W)
-        self._file: BinaryIO | None = None
+        self._file: io.BufferedRandom | None = None
         self._disk: list[tuple[int, tuple[int, ...], torch.dtype] | None] = []  # (offset, shape, dtype) per strip
         self._end = 0
         self._cache: dict[int, torch.Tensor] = {}  # strips read back last (a conv's window spans at most 3)
@@ -101,7 +102,7 @@ class _Map:
             self.shape = (t.shape[0], t.shape[1], t.shape[3])
             nbytes = t[:, :, :1].numel() * t.element_size() * self.expected
             if nbytes > self.limit:
-                self._file = cast(BinaryIO, tempfile.TemporaryFile(prefix="ldsr-stream-"))
+                self._file = cast(io.BufferedRandom, tempfile.TemporaryFile(prefix="ldsr-stream-"))
         self.bounds.append((self.height, self.height + t.shape[2]))
         self.height += t.shape[2]
         if self._file is None:
