@@ -22,7 +22,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(
-    r"(<!-- (?P<kind>results|validation|colorization|bench|generation):(?P<name>[\w.-]+) -->\n)"
+    r"(<!-- (?P<kind>results|validation|colorization|bench|generation|tilegap):(?P<name>[\w.-]+) -->\n)"
     r"(?P<body>.*?)(<!-- /(?P=kind) -->)",
     re.S,
 )
@@ -168,6 +168,21 @@ def bench_table(folder: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def tile_gap_table(folder: Path) -> str:
+    """Automatic tiles vs untiled, PSNR against the HR per held-out image (experiments/tiling/auto_tile_gap.py)."""
+    v = json.loads((folder / "summary.json").read_text())
+    lines = ["| Model | Image | tile (LR px) | PSNR, automatic tiles | PSNR, untiled | difference (dB) | "
+             "tiled vs untiled output (dB) |", "|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for r in v["rows"]:
+        lines.append(f"| {r['model']} | {r['image']} | {r['tile']} | {r['psnr_auto']:.3f} | {r['psnr_untiled']:.3f} | "
+                     f"{r['gap_db']:+.3f} | {r['auto_vs_untiled_db']:.1f} |")  # fmt: skip
+    worst = v["worst_gap_db"]
+    verdict = "within" if worst <= 0.05 else "NOT within"
+    lines += ["", f"Largest difference {worst:.3f} dB ({verdict} 0.05 dB). `{v['command']}`; {v['machine']}; "
+              f"{v['date']}."]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 def generation_table(folder: Path) -> str:
     """The generation table from `ldsr evaluate-generation` reports copied to `folder` (ROW.json each) and run.json:
     the rows in order with their label, training steps and minutes, the commands, the date, the shipped row."""
@@ -236,6 +251,8 @@ def _block(m: re.Match[str], results: Path) -> str:
         body = bench_table(results / name)
     elif kind == "generation":
         body = generation_table(results / name)
+    elif kind == "tilegap":
+        body = tile_gap_table(results / name)
     else:
         body = validation_table(results / f"{name}.json")
     return m.group(1) + body + m.group(5)
