@@ -17,10 +17,15 @@ A pass frees each input strip as soon as no later output strip reads it, so a la
 what is left of its input: the peak is about one full-resolution map (two for an identity residual block) plus a
 few strips, against about five maps for the plain forward. GroupNorm needs the whole map's statistics before the
 first strip is normalised, so each map is read twice (statistics, then strips); the convolutions cost what they
-cost in the plain forward. The mid-blocks (residual blocks and self-attention at the latent's resolution, f^2
-times smaller) run unchanged. Supported: diffusers' ``Decoder`` / ``Encoder`` with GroupNorm
+cost in the plain forward. A mid-block with self-attention (at the latent's resolution, f^2 times smaller) runs
+unchanged on the whole map. Supported: diffusers' ``Decoder`` / ``Encoder`` with GroupNorm
 (``norm_type="group"``), ``UpDecoderBlock2D`` / ``DownEncoderBlock2D`` blocks (the autoencoders of
 ``ldsr.models.autoencoder``); `supports_streaming` says whether a module qualifies.
+
+Beyond about 2048^2 outputs even one full-resolution map is too much (2 GiB for 32 channels at 4096^2): a map
+larger than `SPILL_BYTES` keeps its strips in an unnamed temporary file (in TMPDIR), written once and read back
+strip by strip, bit for bit, so a pass holds a few strips of it. Mid-blocks without self-attention stream like the
+up / down blocks (their plain 3x3 convolutions would hold im2col buffers of 9x a latent-sized map).
 """
 
 from __future__ import annotations
