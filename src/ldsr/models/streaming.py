@@ -136,7 +136,7 @@ class _Map:
         if at is None or self._file is None:
             raise RuntimeError(f"strip {i} was already freed")  # a bug in the pass order
         offset, shape, dtype = at
-        buf = bytearray(math.prod(shape) * torch.empty((), dtype=dtype).element_size())
+        buf = bytearray(math.prod(shape) * dtype.itemsize)
         self._file.seek(offset)
         self._file.readinto(buf)
         t = torch.frombuffer(buf, dtype=torch.uint8).view(dtype).reshape(shape)
@@ -311,14 +311,14 @@ def _norm_conv(
     _check_conv(conv)
     affine = _affine(gn, x.stats(gn.num_groups))
     p = _padding(conv)[0]
-    out, side = _Map(x.height), _Map(x.height)
-    for r0, r1 in list(x.bounds):
+    out, side = _Map(x.height), (_Map(x.height) if shortcut is not None else None)
+    for r0, r1 in x.bounds:
         out.append(_conv_strip(conv, lambda a, b: _norm_act(x.rows(a, b), affine), x.height, r0, r1))
-        if shortcut is not None:
+        if side is not None and shortcut is not None:
             side.append(_conv_strip(shortcut, x.rows, x.height, r0, r1))
         if free:
             x.free_below(r1 - p)  # the next strip reads rows from r1 - p on
-    return out, (side if shortcut is not None else None)
+    return out, side
 
 
 def _resnet(block: ResnetBlock2D, x: _Map) -> _Map:
@@ -390,6 +390,18 @@ def _downsample(down: Downsample2D, x: _Map) -> _Map:
     return out
 
 
+def _conv_in(conv: nn.Module, x: torch.Tensor, dtype: torch.dtype | None = None) -> _Map:
+    """conv(x) of a whole tensor x (N, C, H, W) as a map, strip by strip (optionally cast to `dtype`)."""
+    conv = _check_conv(conv)
+    n, _, height, w = x.shape
+    step = _strip_rows(n, conv.out_channels, w)
+    out = _Map(height)
+    for r0 in range(0, height, step):
+        y = _conv_strip(conv, lambda a, b: x[:, :, a:b], height, r0, min(r0 + step, height))
+        out.append(y if dtype is None else y.to(dtype))
+    return out
+
+
 def _mid(block: nn.Module, x: _Map) -> _Map:
     """A ``UNetMidBlock2D`` at the latent's resolution (x is consumed): streamed when it has no self-attention (its
     resnets then run like the others; the plain forward's 3x3 convolutions hold im2col buffers of 9x a map, 1.2 GB
@@ -436,12 +448,7 @@ def encode_streamed(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
     from diffusers.models.unets.unet_2d_blocks import DownEncoderBlock2D
 
     with torch.no_grad():
-        conv = _check_conv(encoder.conv_in)
-        n, _, height, w = x.shape
-        step = _strip_rows(n, conv.out_channels, w)
-        h = _Map(height)  # (N, C_0, H, W)
-        for r0 in range(0, height, step):
-            h.append(_conv_strip(conv, lambda a, b: x[:, :, a:b], height, r0, min(r0 + step, height)))
+        h = _conv_in(encoder.conv_in, x)  # (N, C_0, H, W)
         for block in _entries(encoder.down_blocks, DownEncoderBlock2D):
             for r in _entries(block.resnets, ResnetBlock2D):
                 h = _resnet(r, h)
@@ -467,12 +474,7 @@ def decode_streamed(decoder: nn.Module, z: torch.Tensor) -> torch.Tensor:
 
     with torch.no_grad():
         dtype = next(iter(decoder.up_blocks.parameters())).dtype
-        conv = _check_conv(decoder.conv_in)
-        n, _, height, w = z.shape
-        step = _strip_rows(n, conv.out_channels, w)
-        x = _Map(height)  # (N, C_top, h, w): the latent grid
-        for r0 in range(0, height, step):
-            x.append(_conv_strip(conv, lambda a, b: z[:, :, a:b], height, r0, min(r0 + step, height)).to(dtype))
+        x = _conv_in(decoder.conv_in, z, dtype)  # (N, C_top, h, w): the latent grid
         x = _mid(decoder.mid_block, x)
         for block in _entries(decoder.up_blocks, UpDecoderBlock2D):
             for r in _entries(block.resnets, ResnetBlock2D):
