@@ -458,3 +458,19 @@ def test_call_options_pass_every_option_without_inspecting_the_upscaler() -> Non
                                                            "cpu"), JobProgress(1, desc="t", quiet=True))  # fmt: skip
     assert (plain["decode_tile"], plain["mode"], plain["consistency"], plain["std"]) == (0, None, "auto", True)
     assert "tile" not in plain and "tile_overlap" not in plain
+
+
+def test_attention_radius_reaches_the_denoiser(tmp_path: Path) -> None:
+    """--attention-radius: global (the shipped default) vs 1 token differ on a grid of more than 2 tokens a side;
+    a negative radius is refused."""
+    src = tmp_path / "lr.png"
+    write_image(src, _lr(side=32))  # grid 32 + 2 x 8 border = 48 positions: 12 attention tokens a side
+    outs = {}
+    for r in (None, 1):
+        extra = [] if r is None else ["--attention-radius", str(r)]
+        res = _invoke("-i", src, "-o", tmp_path / f"r{r}.png", "-m", "mri-x4", "--draws", "1", *extra)
+        assert res.exit_code == 0, res.output
+        outs[r] = read_image(tmp_path / f"r{r}.png")[0]
+    assert not np.allclose(outs[None], outs[1], atol=1 / 255)
+    bad = _invoke("-i", src, "-o", tmp_path / "bad.png", "-m", "mri-x4", "--attention-radius", "-1")
+    assert bad.exit_code != 0 and "attention-radius" in bad.output

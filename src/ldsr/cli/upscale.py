@@ -99,6 +99,7 @@ class RunOptions:
     tile: int | None = None  # LR pixels of the denoiser tiles (None: automatic, 0: off)
     tile_overlap: int | None = None
     consistency: str = "auto"  # "auto" | "on" | "off": Upscaler.upscale_batch's consistency
+    attention_radius: int | None = None  # None: the model's sr.attention_radius
 
 
 def _load_models(names: set[str], scale: int | None, device: str, cache: dict[str, Upscaler]) -> dict[str, Upscaler]:
@@ -193,7 +194,7 @@ def _call_options(up: Upscaler, opts: RunOptions, progress: JobProgress) -> dict
     # std: the draws themselves, not only their mean
     if opts.decode_tile is not None:  # None: the upscaler's automatic choice
         kw["decode_tile"] = opts.decode_tile
-    for name in ("tile", "tile_overlap"):
+    for name in ("tile", "tile_overlap", "attention_radius"):
         if getattr(opts, name) is not None:
             kw[name] = getattr(opts, name)
     if up.kind in ("latent", "pixel"):
@@ -662,6 +663,14 @@ TILE_OPTION = typer.Option(
 TILE_OVERLAP_OPTION = typer.Option(
     None, "--tile-overlap", min=0, show_default="tile / 4", help="LR pixels shared by neighbouring denoiser tiles."
 )
+ATTENTION_RADIUS_OPTION = typer.Option(
+    None,
+    "--attention-radius",
+    min=0,
+    show_default="the model's (global for the shipped models)",
+    help="Diffusion models: the denoiser's self-attention attends within this many tokens of each position; tiles "
+    "then agree with the untiled output (docs/BENCHMARKS.md, Seams).",
+)
 
 
 def upscale_command(
@@ -691,6 +700,7 @@ def upscale_command(
     mode: Optional[Mode] = MODE_OPTION,
     tile: Optional[int] = TILE_OPTION,
     tile_overlap: Optional[int] = TILE_OVERLAP_OPTION,
+    attention_radius: Optional[int] = ATTENTION_RADIUS_OPTION,
     consistency: ConsistencyChoice = CONSISTENCY_OPTION,
     region: Optional[str] = REGION_OPTION,
     level: Optional[int] = LEVEL_OPTION,
@@ -714,7 +724,7 @@ def upscale_command(
         fail(f"--tile-overlap must be smaller than --tile, got {tile_overlap} >= {tile}")
     opts = RunOptions(None if sampler is None else str(sampler), steps, eta, seed, draws, str(reduce), std_map,
                       batch, decode_tile, str(precision), dev, None if mode is None else str(mode), tile,
-                      tile_overlap, str(consistency))  # fmt: skip
+                      tile_overlap, str(consistency), attention_radius)  # fmt: skip
     if _is_slide_job(input, region, level):
         from ldsr.pipeline.regions import parse_region
 

@@ -26,6 +26,7 @@ from torch import nn
 from ldsr.diffusion.objective import LOSSES, PREDICTIONS, LossName, Prediction, diffusion_loss
 from ldsr.diffusion.sampling import DEFAULT_MIN_LOG_SNR, SAMPLERS, SamplerName, sample, truncate_betas
 from ldsr.diffusion.schedules import ScheduleName, alphas_cumprod, betas_for
+from ldsr.models.local_attention import local_attention
 from ldsr.models.tiling import count_windows, decode_tiled, encode_tiled, tiled_net
 from ldsr.models.unets import UNET_DOWNSAMPLING, UNET_PRESETS
 
@@ -62,6 +63,9 @@ class SRConfig:
     residual: bool = False  # diffuse target - base, base = bicubic(LR) (pixel) or z(bicubic(LR)) (latent)
     residual_scale: float = 1.0  # multiplies the residual so its std is ~1 (measure it: scripts/residual_std.py)
     init_from: str | None = None  # training starts the UNet from this SR checkpoint's EMA weights (fine-tuning)
+    # Sampling: the UNet's self-attention attends within this many tokens of each query (ldsr.models.
+    # local_attention; None: the whole grid, as in training). A shipped model's default, chosen by measurement.
+    attention_radius: int | None = None
 
     def validate(self) -> None:
         """Raise ValueError naming the first invalid field."""
@@ -86,6 +90,8 @@ class SRConfig:
             raise ValueError(f"sr.consistency must be auto, on or off, got {self.consistency!r}")
         if not self.residual_scale > 0:
             raise ValueError(f"sr.residual_scale must be > 0, got {self.residual_scale}")
+        if self.attention_radius is not None and self.attention_radius < 0:
+            raise ValueError(f"sr.attention_radius must be >= 0 tokens or null (global), got {self.attention_radius}")
 
 
 class AutoencoderLike(Protocol):
@@ -218,6 +224,7 @@ class _DiffusionSR(nn.Module):
         on_tiles: Callable[[int], None] | None = None,
         tile_stats: int = TILE_STATS_PASSES,
         encode_tile: int = 0,
+        attention_radius: int | None = None,
     ) -> torch.Tensor:
         """`samples` draws on the denoiser grid (latent or pixel), base added: (samples, N, C_x, H_x, W_x).
 
@@ -229,6 +236,7 @@ class _DiffusionSR(nn.Module):
         image-wide statistics of the UNet's GroupNorms at every step (0: each window normalises with its own).
         `encode_tile` > 0: a latent residual model encodes its base in tiles of that many latent positions (exact,
         ldsr.models.tiling.encode_tiled), bounding the encoder's memory like `decode_tile` the decoder's.
+        `attention_radius`: the UNet's self-attention attends within this many tokens (None: sr.attention_radius).
         """
         if lr.ndim != 4 or lr.shape[1] != self.channels:
             raise ValueError(f"lr must be (N, {self.channels}, h, w), got {tuple(lr.shape)}")
@@ -238,6 +246,9 @@ class _DiffusionSR(nn.Module):
             raise ValueError(f"need tile >= 0 and 0 <= tile_overlap < tile, got {tile}, {tile_overlap}")
         if tile_stats < 0:
             raise ValueError(f"tile_stats must be >= 0 passes, got {tile_stats}")
+        radius = self.cfg.attention_radius if attention_radius is None else attention_radius
+        if radius is not None and radius < 0:
+            raise ValueError(f"attention_radius must be >= 0 tokens, got {radius}")
         shape = self._target_shape(lr)  # (N, C_x, H_x, W_x): latent or pixel grid
         self._check_grid(shape[-2:])
         size = (shape[-2], shape[-1])
@@ -264,10 +275,11 @@ class _DiffusionSR(nn.Module):
                                   eta=self.cfg.eta if eta is None else eta, prediction=self.cfg.prediction,
                                   clip_denoised=clip, generator=generator)  # fmt: skip
         chains = []
-        for s0 in range(0, samples, group):
-            g = min(group, samples - s0)
-            cond_s = cond.repeat(g, *([1] * (cond.ndim - 1)))  # (g N, C_cond, H_x, W_x), draw-major
-            chains.append(chain(cond_s, (g * n, *shape[1:])))  # (g N, C_x, H_x, W_x)
+        with local_attention(self.unet, radius):
+            for s0 in range(0, samples, group):
+                g = min(group, samples - s0)
+                cond_s = cond.repeat(g, *([1] * (cond.ndim - 1)))  # (g N, C_cond, H_x, W_x), draw-major
+                chains.append(chain(cond_s, (g * n, *shape[1:])))  # (g N, C_x, H_x, W_x)
         x0 = torch.cat(chains).reshape(samples, n, *shape[1:])
         if base is not None:
             x0 = base[None] + x0 / self.cfg.residual_scale

@@ -38,6 +38,7 @@ SAMPLER_DEFAULTS = (
     "samples",
     "sharp_steps",
     "consistency",
+    "attention_radius",
 )  # sr.* fields a shipped model may re-default
 _RESERVED = ("bicubic",)  # names `ldsr.pipeline.load` answers itself
 

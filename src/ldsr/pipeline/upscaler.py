@@ -35,15 +35,15 @@ Progress = Union[bool, Callable[[int, int], None]]
 BORDER = 8
 # Automatic tiles: this many times the model's training LR size (mri-x4: 256 LR pixels). Smaller tiles cost PSNR:
 # on the 512^2 figshare slices tiles of 32 / 64 / 128 LR pixels lost 0.5-0.8 / 0.2-0.5 / 0.05-0.2 dB against the
-# untiled output, so tiling is for images too large to run whole. Causes, measured at tile 128 / overlap 32 on the
-# fixture, 3 held-out figshare slices and 2 held-out CMU-1 crops (512^2, bicubic x4, one draw; experiments/tiling/
-# tile_norm_gap.py): |tiled - untiled| PSNR vs HR was at most 0.157 dB with per-tile GroupNorm statistics (tiled
-# output within 51-53 dB PSNR of the untiled one), 0.154 / 0.067 dB with 1 / 2 statistics passes (`tile_stats`,
-# 2x / 3x the network cost; 52-58 / 51-61 dB) and 0.104 dB with exact image statistics (one pass per GroupNorm,
-# 28x; 52-69 dB). The rest is attention: with the UNet's attention removed exact statistics reach 72-78 dB and
-# 0.003 dB, with it the MRI slices stay at 52-56 dB. Overlap is no lever here (a 144 grid with tiles of 128 already
-# shares 112). So the issue's 0.05 dB is not met by GroupNorm statistics, and statistics passes stay off by default.
+# untiled output with global attention, so tiling is for images too large to run whole. Causes, measured at tile
+# 128 / overlap 32 on the fixture, 3 held-out figshare slices and 2 held-out CMU-1 crops (512^2, bicubic x4, one
+# draw; experiments/tiling/tile_norm_gap.py, local_attention_gap.py): the UNet's attention (a tile attends to its
+# own tokens only) and per-tile GroupNorm statistics. Global attention: |tiled - untiled| PSNR vs HR at most 0.157
+# dB, 0.067 with 2 statistics passes. Neighbourhood attention of radius 7 (sr.attention_radius): 0.117 dB with
+# per-tile statistics, 0.019 dB with 2 passes (3x the network cost). So tiles chosen below the automatic size get
+# SMALL_TILE_STATS_PASSES passes by default; automatic tiles (>= ~5x the training size, 0.02 dB) get none.
 AUTO_TILE_FACTOR = 8
+SMALL_TILE_STATS_PASSES = 2
 # Tiles (or draws) per network call on a GPU. On the 2-core CPU a batch of 8 tiles of 256^2 latents took 1.5 s per
 # tile against 1.3 s one by one and held 1.1 GB more (the attention level's 4096 tokens), so the CPU runs one.
 BATCH_CUDA = 8
@@ -195,6 +195,10 @@ class Upscaler:
         """Denoiser grid positions per LR pixel: scale / f for latent models, scale for pixel models."""
         return self.scale / (self.model.factor if self.kind == "latent" else 1)
 
+    def max_auto_tile(self) -> int:
+        """LR pixels of the largest automatic tile: AUTO_TILE_FACTOR x the training LR size."""
+        return max(1, AUTO_TILE_FACTOR * (self.train_size or 128) // self.scale)
+
     def auto_tile(self, h: int, w: int) -> tuple[int, int]:
         """(tile, overlap) in LR pixels chosen for an h x w LR image: 0 when it fits in one tile.
 
@@ -207,8 +211,7 @@ class Upscaler:
         """
         if self.kind not in ("latent", "pixel"):
             return 0, 0
-        train = self.train_size or 128
-        tile = max(1, AUTO_TILE_FACTOR * train // self.scale)
+        tile = self.max_auto_tile()
         overlap = tile // 4
         m = self._multiple()
         n = max(h, w) + 2 * BORDER
@@ -242,6 +245,7 @@ class Upscaler:
         consistency: Consistency = "auto",
         std: bool = False,
         tile_stats: int | None = None,
+        attention_radius: int | None = None,
     ) -> list[UpscaleResult]:
         """SR of several (h, w, C) arrays in [0, 1] of one size.
 
@@ -252,7 +256,9 @@ class Upscaler:
         AUTO_TILE_FACTOR x the training size when the image is larger); `batch`: tiles or draws per network call
         (None: BATCH_CUDA on a GPU, 1 elsewhere: on the CPU batching saves no time and multiplies the memory).
         tile_stats: passes over the tiles per step that give the denoiser's GroupNorms image-wide statistics (None:
-        ldsr.models.sr.TILE_STATS_PASSES; 0: per-tile statistics, faster and less seamless).
+        SMALL_TILE_STATS_PASSES for a tile below the automatic size, else ldsr.models.sr.TILE_STATS_PASSES; 0:
+        per-tile statistics, faster and less seamless). attention_radius: the denoiser's self-attention attends
+        within this many tokens (ldsr.models.local_attention; None: the model's sr.attention_radius, null = global).
         decode_tile: latent positions per encoder / decoder tile (0 or None: the whole streamed encode and decode,
         whose feature maps above ldsr.models.streaming.SPILL_BYTES wait in a temporary file).
         consistency: back-project the output onto the LR (`back_project`); "auto" does so for models that never
@@ -291,7 +297,8 @@ class Upscaler:
         each = mode == "sharp" or std or reduce != "mean" or samples == 1 or self.kind == "pixel"
         out = self._diffuse(lrs, sampler=sampler, steps=steps, eta=eta, seed=seed, samples=samples,
                             progress=progress, decode_tile=decode_tile, tile=tile, tile_overlap=tile_overlap,
-                            batch=batch, each=each, tile_stats=tile_stats)  # fmt: skip
+                            batch=batch, each=each, tile_stats=tile_stats,
+                            attention_radius=attention_radius)  # fmt: skip
         results = []
         for n, lr in enumerate(lrs):
             # (S, H, W, C) draws, or the decode of the draws' mean latent as a single "draw"
@@ -309,10 +316,11 @@ class Upscaler:
             raise ValueError(f"need tile >= 0 and 0 <= tile_overlap < tile (LR pixels), got {tile}, {tile_overlap}")
         if decode_tile is None:  # the streamed encode / decode is exact and bounded at every size (large maps spill
             decode_tile = 0  # to a temporary file, ldsr.models.streaming); tiles only when asked for
-        if tile_stats is None:
+        if tile_stats is None:  # image-wide GroupNorm statistics for tiles chosen below the automatic size
             from ldsr.models.sr import TILE_STATS_PASSES
 
-            tile_stats = TILE_STATS_PASSES
+            small = 0 < tile < self.max_auto_tile() and tile != auto_tile
+            tile_stats = SMALL_TILE_STATS_PASSES if small else TILE_STATS_PASSES
         if tile_stats < 0:
             raise ValueError(f"tile_stats must be >= 0 passes, got {tile_stats}")
         return tile, tile_overlap, decode_tile, tile_stats
