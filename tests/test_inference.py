@@ -85,6 +85,10 @@ def test_tiled_close_to_untiled_on_a_real_slice_and_seams_are_not_worse(mri) -> 
 def test_auto_tiling_for_images_larger_than_the_training_size(mri) -> None:  # noqa: ANN001
     assert mri.auto_tile(128, 100) == (0, 0)  # 128 + 16 border fits one tile of 8 x 32 LR pixels
     assert mri.auto_tile(300, 100) == (192, 64)  # 316 positions: 2 tiles, fitted from 256 to cover with 64 shared
+    # image-wide GroupNorm statistics (2 passes) only for a tile chosen below the automatic size
+    assert mri._tiling(300, 100, None, None, None, None) == (192, 64, 0, 0)
+    assert mri._tiling(300, 100, 128, None, None, None) == (128, 32, 0, 2)
+    assert mri._tiling(300, 100, 128, None, None, 0)[3] == 0 and mri._tiling(300, 100, 256, 64, None, None)[3] == 0
 
 
 def test_modes_faithful_mean_and_sharp_draw_with_spread(mri) -> None:  # noqa: ANN001
