@@ -17,6 +17,7 @@ Computed by blocks with a halo (HaloNet, Vaswani et al. 2021): the queries of ea
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,8 +26,11 @@ import torch.nn.functional as F
 from torch import nn
 
 
+@functools.lru_cache(maxsize=32)
 def _block_masks(h: int, w: int, radius: int, block: int, device: torch.device) -> torch.Tensor:
-    """Boolean (nH nW, b^2, (b + 2r)^2): query q of block k may attend key position p of its halo window."""
+    """Boolean (nH nW, b^2, (b + 2r)^2): query q of block k may attend key position p of its halo window.
+
+    Cached: every attention call of every sampler step and tile of one grid size needs the same (read-only) mask."""
     k = block + 2 * radius
     nh, nw = -(-h // block), -(-w // block)
     # Relative window: query at (i, j) in the block, key at (u, v) in the halo (block offset -r).
